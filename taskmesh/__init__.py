@@ -1,0 +1,61 @@
+"""taskmesh: supervised actor trees across machines, with no broker.
+
+The user-facing names are re-exported here; see ``__all__``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from taskmesh.actors import (
+    Actor,
+    ActorRef,
+    ActorSystem,
+    Backoff,
+    Child,
+    DeadLetter,
+    Supervisor,
+    Terminated,
+)
+from taskmesh.errors import (
+    ActorNotFound,
+    AskTimeout,
+    ConfigError,
+    InvalidMessage,
+    InvalidName,
+    MailboxFull,
+    MessageTooLarge,
+    NameTaken,
+    PeerUnreachable,
+    RemoteError,
+    RestartIntensityExceeded,
+    TaskmeshError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Actor",
+    "ActorNotFound",
+    "ActorRef",
+    "ActorSystem",
+    "AskTimeout",
+    "Backoff",
+    "Child",
+    "ConfigError",
+    "DeadLetter",
+    "InvalidMessage",
+    "InvalidName",
+    "MailboxFull",
+    "MessageTooLarge",
+    "NameTaken",
+    "PeerUnreachable",
+    "RemoteError",
+    "RestartIntensityExceeded",
+    "Supervisor",
+    "TaskmeshError",
+    "Terminated",
+    "__version__",
+]
+
+logging.getLogger("taskmesh").addHandler(logging.NullHandler())

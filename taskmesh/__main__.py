@@ -1,0 +1,5 @@
+"""``python -m taskmesh`` runs the command line."""
+
+from taskmesh.cli import main
+
+main()

@@ -1,0 +1,152 @@
+"""ActorRef: the handle through which messages reach a local actor."""
+
+from __future__ import annotations
+
+import time
+from _thread import get_ident
+from typing import TYPE_CHECKING, Any
+
+from taskmesh.actors.future import Reply
+from taskmesh.actors.mailbox import STOP
+from taskmesh.errors import ActorError, ActorNotFound, MailboxFull
+
+if TYPE_CHECKING:
+    from taskmesh.actors.cell import Cell
+    from taskmesh.actors.system import ActorSystem
+
+__all__ = ["ActorRef"]
+
+_monotonic = time.monotonic
+
+
+class ActorRef:
+    """A name-bound reference to a local actor; safe to share between threads.
+
+    The ref is bound to the actor's name: it reaches the same cell across
+    restarts (same mailbox, queued messages kept) and, if a supervisor
+    re-creates the actor under the same name, the new one.
+    """
+
+    __slots__ = ("_cell", "_system", "name")
+
+    def __init__(self, system: ActorSystem, name: str, cell: Cell | None) -> None:
+        self._system = system
+        self.name = name
+        self._cell = cell
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self.name!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ActorRef)
+            and other.name == self.name
+            and (other._system is self._system)
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def _live_cell(self) -> Cell | None:
+        cell = self._cell
+        if cell is None or not cell.alive:
+            cell = self._system._cells.get(self.name)
+            if cell is not None:
+                self._cell = cell
+        return cell
+
+    def is_alive(self) -> bool:
+        """Whether an actor holds this name now (it may stop right after)."""
+        cell = self._live_cell()
+        return cell is not None and cell.alive
+
+    def tell(self, message: Any) -> None:
+        """Send ``message``; never blocks, never raises for delivery.
+
+        At most once: if it cannot be queued (no such actor, actor stopped,
+        mailbox full) it becomes a dead letter with the reason.
+        """
+        cell = self._cell
+        if cell is None or not cell.alive:
+            cell = self._live_cell()
+            if cell is None:
+                self._system.dead_letters.record(self.name, message, "actor_not_found")
+                return
+        mailbox = cell.mailbox
+        if mailbox.qsize() >= mailbox.capacity:
+            self._system.dead_letters.record(self.name, message, "mailbox_full")
+            return
+        mailbox.put((0, message, None, None))
+        if not cell.alive:  # raced the actor's end: its drain may have missed us
+            cell.drain_dead()
+
+    def ask_async(self, message: Any, *, timeout: float | None = None) -> Reply:
+        """Send ``message`` and return a :class:`Reply` to wait on later.
+
+        Raises :class:`ActorNotFound` or :class:`MailboxFull` at once when the
+        message cannot be queued. With ``timeout``, the message is not
+        handled once that many seconds have passed.
+        """
+        cell = self._cell
+        if cell is None or not cell.alive:
+            cell = self._live_cell()
+            if cell is None:
+                raise ActorNotFound(f"no actor named {self.name!r}")
+        if cell.thread_id == get_ident():
+            raise ActorError(f"actor {self.name!r} asked itself: that would deadlock")
+        mailbox = cell.mailbox
+        if mailbox.qsize() >= mailbox.capacity:
+            raise MailboxFull(f"mailbox of {self.name!r} is full ({mailbox.capacity} messages)")
+        reply = Reply()
+        mailbox.put((0, message, reply, None if timeout is None else _monotonic() + timeout))
+        if not cell.alive:
+            cell.drain_dead()
+        return reply
+
+    def ask(self, message: Any, *, timeout: float | None = None) -> Any:
+        """Send ``message`` and wait for the reply.
+
+        Returns what the actor's ``receive`` returned. Raises the actor's own
+        exception, :class:`AskTimeout` after ``timeout`` seconds (default:
+        the system's ``ask_timeout``), :class:`ActorNotFound` or
+        :class:`MailboxFull`.
+        """
+        if timeout is None:
+            timeout = self._system.ask_timeout
+        return self.ask_async(message, timeout=timeout).get(timeout)
+
+    def stop(self, *, timeout: float | None = 10.0) -> bool:
+        """Stop the actor after the messages already queued (a normal exit).
+
+        Waits up to ``timeout`` seconds (``None``: do not wait) and returns
+        whether it stopped for good; a ``permanent`` child of a supervisor is
+        restarted instead (returns False).
+        """
+        cell = self._live_cell()
+        if cell is None:
+            return True
+        reply = Reply()
+        cell.mailbox.put((STOP, None, reply, None))
+        if not cell.alive:
+            cell.drain_dead()
+            return True
+        if timeout is None:
+            return False
+        try:
+            return bool(reply.get(timeout))
+        except ActorNotFound:
+            return True
+
+    def _watch(self, watcher: Cell) -> None:
+        cell = self._live_cell()
+        if cell is None:
+            from taskmesh.actors.messages import Terminated
+
+            watcher.deliver_internal(Terminated(self.name, "not_found"))
+            return
+        cell.add_watcher(watcher)
+
+    def _unwatch(self, watcher: Cell) -> None:
+        cell = self._live_cell()
+        if cell is not None:
+            cell.remove_watcher(watcher)

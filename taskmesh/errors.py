@@ -1,0 +1,183 @@
+"""The one error tree of taskmesh.
+
+Every error taskmesh raises derives from :class:`TaskmeshError`, with one
+branch per layer (actors, transport, cluster, configuration). Each docstring
+says when the error is raised and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActorError",
+    "ActorNotFound",
+    "AskTimeout",
+    "ClusterError",
+    "ConfigError",
+    "EtcdUnavailable",
+    "FencingError",
+    "InvalidMessage",
+    "InvalidName",
+    "LeaseLost",
+    "MailboxFull",
+    "MalformedFrame",
+    "MessageTooLarge",
+    "NameTaken",
+    "PeerUnreachable",
+    "RemoteError",
+    "RestartIntensityExceeded",
+    "TaskmeshError",
+    "TransportError",
+]
+
+
+class TaskmeshError(Exception):
+    """Root of every error taskmesh raises; catch it to handle them all."""
+
+
+class ConfigError(TaskmeshError):
+    """A setting, flag or argument is invalid.
+
+    Raised at start-up or at the call that received the bad value; the
+    message names the setting. Fix the value and try again.
+    """
+
+
+# --- actors -----------------------------------------------------------------
+
+
+class ActorError(TaskmeshError):
+    """Base of the errors raised by the actor layer."""
+
+
+class InvalidName(ActorError, ValueError):
+    """An actor name or capability is not valid.
+
+    Names are 1-128 characters from letters, digits and ``_ . : - @``, and
+    start with a letter, digit or underscore. Pick a valid name.
+    """
+
+
+class NameTaken(ActorError):
+    """``spawn(name=...)`` was given a name another live actor holds.
+
+    Names are unique. Stop the holder first, pick another name, or use
+    get-or-create semantics where the API offers them.
+    """
+
+
+class ActorNotFound(ActorError, LookupError):
+    """No live actor holds the name, or the actor stopped before answering.
+
+    Raised by ``ref(name)`` for an unknown name and by ``ask`` when the
+    target is gone. The message may be retried once the actor exists again.
+    """
+
+
+class MailboxFull(ActorError):
+    """The target's bounded mailbox is full, so the ask was refused.
+
+    This is backpressure: the receiver is slower than its senders. Retry
+    later, slow down, or raise the mailbox size. (A ``tell`` to a full
+    mailbox becomes a dead letter instead of raising.)
+    """
+
+
+class AskTimeout(ActorError, TimeoutError):
+    """No reply arrived within the ask's timeout.
+
+    The message may or may not have been processed. Use ``retries`` with an
+    ``idempotency_key`` where the effect must happen once.
+    """
+
+
+class RestartIntensityExceeded(ActorError):
+    """A supervisor's children failed more than ``max_restarts`` times within
+    ``within`` seconds.
+
+    The supervisor stops its children and fails in turn, escalating to its
+    parent; at the root the tree is stopped and the node is told. Fix the
+    crashing child, or widen the intensity if the failures are expected.
+    """
+
+
+# --- transport --------------------------------------------------------------
+
+
+class TransportError(TaskmeshError):
+    """Base of the errors raised by the ZeroMQ transport."""
+
+
+class InvalidMessage(TransportError, TypeError):
+    """The message holds a value msgpack cannot encode.
+
+    Messages are msgpack values: None, bool, int, float, str, bytes, list
+    and dict. Convert other values (dataclasses, sets, datetimes) first.
+    """
+
+
+class MessageTooLarge(TransportError):
+    """The encoded message is bigger than the configured maximum size.
+
+    Raised at the sender; nothing was sent. Send a reference to the data
+    (a path, a key) instead, or raise the size limit on every node.
+    """
+
+
+class MalformedFrame(TransportError):
+    """An inbound frame could not be decoded as a taskmesh envelope.
+
+    The transport drops such frames, counts them and logs them at a limited
+    rate; user code sees this only from the codec's own functions.
+    """
+
+
+class PeerUnreachable(TransportError):
+    """The peer that holds the target cannot be reached now.
+
+    Raised fast by ``ask`` when the failure is known (peer gone, not
+    connected, its queue full) instead of waiting for the timeout.
+    """
+
+
+class RemoteError(TransportError):
+    """The remote actor raised an exception while handling an ask.
+
+    ``type_name``, ``message`` and ``traceback`` carry the remote
+    exception's type name, text and formatted traceback.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+
+# --- cluster ----------------------------------------------------------------
+
+
+class ClusterError(TaskmeshError):
+    """Base of the errors raised by the etcd cluster layer."""
+
+
+class EtcdUnavailable(ClusterError):
+    """No configured etcd endpoint answered.
+
+    Nodes keep serving from their caches meanwhile and re-register when etcd
+    returns. Check the endpoints, the network, and etcd's own health.
+    """
+
+
+class LeaseLost(ClusterError):
+    """This node's etcd lease expired, so its registrations are gone.
+
+    The node re-registers with a new lease when etcd answers again.
+    """
+
+
+class FencingError(ClusterError):
+    """A leader-only write was refused because this node no longer leads.
+
+    The fencing token (the leader key's revision) did not match; another
+    node leads now. Leader duties stop at once; nothing needs doing.
+    """

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import taskmesh
+from taskmesh.actors import Backoff
+from tests.unit.actors.support import Journal
+
+
+@pytest.fixture
+def system() -> Iterator[taskmesh.ActorSystem]:
+    s = taskmesh.ActorSystem(backoff=Backoff(initial=0), ask_timeout=10.0)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def journal() -> Journal:
+    return Journal()
