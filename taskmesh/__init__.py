@@ -17,6 +17,7 @@ from taskmesh.actors import (
     Supervisor,
     Terminated,
 )
+from taskmesh.client import Client, connect
 from taskmesh.errors import (
     ActorNotFound,
     AskTimeout,
@@ -31,6 +32,7 @@ from taskmesh.errors import (
     RestartIntensityExceeded,
     TaskmeshError,
 )
+from taskmesh.node import Node
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,7 @@ __all__ = [
     "AskTimeout",
     "Backoff",
     "Child",
+    "Client",
     "ConfigError",
     "DeadLetter",
     "InvalidMessage",
@@ -49,6 +52,7 @@ __all__ = [
     "MailboxFull",
     "MessageTooLarge",
     "NameTaken",
+    "Node",
     "PeerUnreachable",
     "RemoteError",
     "RestartIntensityExceeded",
@@ -56,6 +60,7 @@ __all__ = [
     "TaskmeshError",
     "Terminated",
     "__version__",
+    "connect",
 ]
 
 logging.getLogger("taskmesh").addHandler(logging.NullHandler())

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from taskmesh.actors.ref import ActorRef
     from taskmesh.actors.system import ActorSystem
     from taskmesh.actors.timers import Timers
+    from taskmesh.node import Node
 
 __all__ = ["Actor"]
 
@@ -90,6 +91,16 @@ class Actor:
     def system(self) -> ActorSystem:
         """The actor system (or node) hosting this actor."""
         return self._context().system
+
+    @property
+    def node(self) -> Node:
+        """The node hosting this actor: ``self.node.ref(name)`` reaches any
+        actor of the cluster. Raises :class:`ActorError` on a bare
+        ActorSystem (use ``self.system``)."""
+        node = self._context().system.node
+        if node is None:
+            raise ActorError("this actor runs on a bare ActorSystem, not on a Node")
+        return node
 
     @property
     def timers(self) -> Timers:

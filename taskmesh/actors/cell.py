@@ -109,6 +109,7 @@ class Cell(pykka.ThreadingActor):
         parent: Cell | None,
         capacity: int,
         restart: str,
+        max_attempts: int = 1,
     ) -> None:
         super().__init__()
         self.system = system
@@ -116,6 +117,7 @@ class Cell(pykka.ThreadingActor):
         self.factory = factory
         self.parent = parent
         self.restart = restart
+        self.max_attempts = max_attempts
         self.mailbox = Mailbox(capacity)
         self.alive = True
         self.generation = 0
@@ -133,6 +135,7 @@ class Cell(pykka.ThreadingActor):
         self._watchers: set[Cell] = set()
         self._ref: ActorRef | None = None
         self._exit_waiters: list[ReplyTo] = []
+        self._retry: tuple[Any, ReplyTo | None, float | None, int] | None = None
         self._needs_fresh = False
 
     def __repr__(self) -> str:
@@ -176,7 +179,11 @@ class Cell(pykka.ThreadingActor):
         asks. Idempotent; any thread (senders call it when they raced the
         cell's end)."""
         dead_letters = self.system.dead_letters
-        for kind, message, reply, _ in self.mailbox.drain():
+        queued = self.mailbox.drain()
+        retry, self._retry = self._retry, None
+        if retry is not None:
+            queued.insert(0, (0, retry[0], retry[1], retry[2]))
+        for kind, message, reply, _ in queued:
             if kind == WAKE:
                 continue
             if kind == STOP:
@@ -246,22 +253,49 @@ class Cell(pykka.ThreadingActor):
                     return
                 self._wait_suspended()
                 continue
-            kind, message, reply, deadline = get()
-            if kind:
-                self._control(kind, message, reply)
-                continue
+            retry = self._retry
+            if retry is None:
+                attempt = 1
+                kind, message, reply, deadline = get()
+                if kind:
+                    self._control(kind, message, reply)
+                    continue
+            else:
+                self._retry = None
+                message, reply, deadline, attempt = retry
             if deadline is not None and deadline < _monotonic():
                 self._expired(message, reply)
                 continue
             try:
                 result = self._receive(message)
             except Exception as exc:
-                if reply is not None:
-                    reply.fail(exc)
-                self._fail(exc)
+                self._message_failed(message, reply, deadline, attempt, exc)
             else:
                 if reply is not None:
                     reply.set(result)
+
+    def _message_failed(
+        self,
+        message: Any,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        attempt: int,
+        error: Exception,
+    ) -> None:
+        """A message made the actor fail: retry it on the next instance while
+        attempts remain, else answer the asker with the error and, if it was
+        retried, take it out of the loop as a ``poison`` dead letter."""
+        if attempt < self.max_attempts:
+            self._retry = (message, reply, deadline, attempt + 1)
+        else:
+            if reply is not None:
+                reply.fail(error)
+            if self.max_attempts > 1:
+                self.system.dead_letters.record(
+                    self.name, message, "poison",
+                    f"{type(error).__name__}: {error} (failed {attempt} times)",
+                )  # fmt: skip
+        self._fail(error)
 
     def _control(self, kind: int, message: Any, reply: ReplyTo | None) -> None:
         if kind == TIMER:

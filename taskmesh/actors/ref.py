@@ -80,12 +80,15 @@ class ActorRef:
         if not cell.alive:  # raced the actor's end: its drain may have missed us
             cell.drain_dead()
 
-    def ask_async(self, message: Any, *, timeout: float | None = None) -> Reply:
+    def ask_async(
+        self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
+    ) -> Reply:
         """Send ``message`` and return a :class:`Reply` to wait on later.
 
         Raises :class:`ActorNotFound` or :class:`MailboxFull` at once when the
         message cannot be queued. With ``timeout``, the message is not
-        handled once that many seconds have passed.
+        handled once that many seconds have passed. With ``idempotency_key``,
+        a repeat of a recent key is answered from memory without running.
         """
         cell = self._cell
         if cell is None or not cell.alive:
@@ -98,12 +101,21 @@ class ActorRef:
         if mailbox.qsize() >= mailbox.capacity:
             raise MailboxFull(f"mailbox of {self.name!r} is full ({mailbox.capacity} messages)")
         reply = Reply()
-        mailbox.put((0, message, reply, None if timeout is None else _monotonic() + timeout))
+        deadline = None if timeout is None else _monotonic() + timeout
+        if idempotency_key is None:
+            mailbox.put((0, message, reply, deadline))
+        else:
+            handle = self._system.idempotency.admit(self.name, idempotency_key, reply)
+            if handle is None:
+                return reply  # a repeat: answered from memory, or waits for the first
+            mailbox.put((0, message, handle, deadline))
         if not cell.alive:
             cell.drain_dead()
         return reply
 
-    def ask(self, message: Any, *, timeout: float | None = None) -> Any:
+    def ask(
+        self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
+    ) -> Any:
         """Send ``message`` and wait for the reply.
 
         Returns what the actor's ``receive`` returned. Raises the actor's own
@@ -113,7 +125,8 @@ class ActorRef:
         """
         if timeout is None:
             timeout = self._system.ask_timeout
-        return self.ask_async(message, timeout=timeout).get(timeout)
+        reply = self.ask_async(message, timeout=timeout, idempotency_key=idempotency_key)
+        return reply.get(timeout)
 
     def stop(self, *, timeout: float | None = 10.0) -> bool:
         """Stop the actor after the messages already queued (a normal exit).

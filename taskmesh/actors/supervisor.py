@@ -85,7 +85,9 @@ class Backoff:
 class Child:
     """How a supervisor starts one child: the actor class, its name (unique;
     generated when None), restart type, constructor arguments, mailbox size
-    (None: the system default) and how long its ``on_stop`` may take."""
+    (None: the system default), how long its ``on_stop`` may take, and how
+    many times a message that makes it fail is tried (None: the system
+    default; after the last, the message is a ``poison`` dead letter)."""
 
     actor: type[Actor]
     name: str | None = None
@@ -94,8 +96,11 @@ class Child:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     mailbox_size: int | None = None
     shutdown_timeout: float = 5.0
+    max_attempts: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
         if self.restart not in _RESTART_TYPES:
             raise ConfigError(f"restart must be one of {_RESTART_TYPES}, got {self.restart!r}")
         if not (isinstance(self.actor, type) and issubclass(self.actor, Actor)):
@@ -179,6 +184,7 @@ class Supervisor(Actor):
             parent=self._cell,
             capacity=spec.mailbox_size,
             restart=spec.restart,
+            max_attempts=spec.max_attempts,
         )
         with self._lock:
             self._children.append(cell)

@@ -12,30 +12,53 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from taskmesh.actors.actor import Actor
 from taskmesh.actors.cell import Cell
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import ReplyTo
-from taskmesh.actors.names import validate_name
+from taskmesh.actors.idempotency import IdempotencyCache
+from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.actors.ref import ActorRef
 from taskmesh.actors.supervisor import Backoff, Child, Guardian
 from taskmesh.actors.timers import Scheduler
 from taskmesh.errors import ActorNotFound, ConfigError, MailboxFull, NameTaken
 
-__all__ = ["ActorSystem"]
+if TYPE_CHECKING:
+    from taskmesh.node import Node
+
+__all__ = ["ActorSystem", "NameDirectory"]
 
 log = logging.getLogger("taskmesh.actors")
 
 TreeFailureCallback = Callable[[str, BaseException], None]
 
 
+class NameDirectory(Protocol):
+    """Where names are published beyond this process (the node's cluster).
+
+    ``claim`` runs in the spawning thread before the actor starts and raises
+    :class:`NameTaken` if another node holds the name; ``release`` runs in
+    the stopping actor's thread. Names starting with ``_`` (generated ones)
+    are claimed with ``unique=False``: their capabilities are published, but
+    they are not cluster-wide names.
+    """
+
+    def claim(self, name: str, capabilities: tuple[str, ...], *, unique: bool) -> None: ...
+
+    def release(self, name: str) -> None: ...
+
+
 class ActorSystem:
     """Hosts actors in this process.
 
     ``mailbox_size`` bounds every mailbox unless a spawn says otherwise;
-    ``ask_timeout`` is the default for ``ask``; ``max_restarts``/``within``
+    ``ask_timeout`` is the default for ``ask``; ``max_attempts`` how many
+    times a message that makes an actor fail is tried before it becomes a
+    ``poison`` dead letter (1: never retried); ``idempotency_capacity`` and
+    ``idempotency_ttl`` bound the memory of idempotency keys;
+    ``max_restarts``/``within``
     and ``backoff`` govern the restarts of top-level actors; ``start_timeout``
     bounds the wait for an ``on_start``; ``stop_timeout`` for each ``on_stop``.
     """
@@ -51,16 +74,24 @@ class ActorSystem:
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
         dead_letter_log_interval: float = 5.0,
+        max_attempts: int = 1,
+        idempotency_capacity: int = 10_000,
+        idempotency_ttl: float = 300.0,
+        directory: NameDirectory | None = None,
     ) -> None:
         if mailbox_size < 1:
             raise ConfigError(f"mailbox_size must be >= 1, got {mailbox_size!r}")
         if ask_timeout <= 0:
             raise ConfigError(f"ask_timeout must be > 0, got {ask_timeout!r}")
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1, got {max_attempts!r}")
         self.mailbox_size = mailbox_size
+        self.max_attempts = max_attempts
         self.ask_timeout = ask_timeout
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.dead_letters = DeadLetters(log_interval=dead_letter_log_interval)
+        self.idempotency = IdempotencyCache(capacity=idempotency_capacity, ttl=idempotency_ttl)
         self.scheduler = Scheduler()
         self._cells: dict[str, Cell] = {}
         self._lock = threading.Lock()
@@ -68,6 +99,9 @@ class ActorSystem:
         self._restarts = 0
         self._tree_failure_callbacks: list[TreeFailureCallback] = []
         self._stopped = False
+        self._directory = directory
+        self.node: Node | None = None
+        """The :class:`~taskmesh.Node` that owns this system, if any."""
         self._guardian_cell = Cell(
             self,
             "_guardian",
@@ -96,6 +130,7 @@ class ActorSystem:
         name: str | None = None,
         restart: Literal["permanent", "transient", "temporary"] = "transient",
         mailbox_size: int | None = None,
+        max_attempts: int | None = None,
         **kwargs: Any,
     ) -> ActorRef:
         """Start a top-level actor and return a ref to it.
@@ -108,7 +143,9 @@ class ActorSystem:
         """
         if self._stopped:
             raise ConfigError("this actor system is stopped")
-        spec = Child(actor, name, restart, args, kwargs, mailbox_size, self.stop_timeout)
+        spec = Child(
+            actor, name, restart, args, kwargs, mailbox_size, self.stop_timeout, max_attempts
+        )
         cell = self._guardian.start_child(spec)
         return cell.ref
 
@@ -124,13 +161,19 @@ class ActorSystem:
         return sorted(name for name, cell in list(self._cells.items()) if cell.alive)
 
     def deliver(
-        self, name: str, message: Any, reply: ReplyTo | None, deadline: float | None
+        self,
+        name: str,
+        message: Any,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        idempotency_key: str | None = None,
     ) -> None:
         """Queue a message that arrived from elsewhere (the transport's thread).
 
         Never blocks. For an ask (``reply`` set) raises :class:`ActorNotFound`
         or :class:`MailboxFull`; a tell that cannot be queued becomes a dead
-        letter.
+        letter. An ask with an ``idempotency_key`` seen recently for this
+        actor is answered from memory (see :mod:`taskmesh.actors.idempotency`).
         """
         cell = self._cells.get(name)
         if cell is None or not cell.alive:
@@ -144,6 +187,10 @@ class ActorSystem:
                 raise MailboxFull(f"mailbox of {name!r} is full ({mailbox.capacity} messages)")
             self.dead_letters.record(name, message, "mailbox_full")
             return
+        if idempotency_key is not None and reply is not None:
+            reply = self.idempotency.admit(name, idempotency_key, reply)
+            if reply is None:
+                return  # a repeat: answered from memory, or waits for the first
         mailbox.put((0, message, reply, deadline))
         if not cell.alive:  # raced the actor's end (mypy assumes it cannot change)
             cell.drain_dead()  # type: ignore[unreachable]
@@ -191,11 +238,20 @@ class ActorSystem:
         parent: Cell,
         capacity: int | None,
         restart: str,
+        max_attempts: int | None = None,
     ) -> Cell:
         """Create and register (but not start) a cell (any thread)."""
         if name is None:
             name = f"_{actor.__name__.lower()}-{next(self._anonymous)}"
         validate_name(name)
+        declared: object = actor.capabilities
+        if isinstance(declared, str):
+            raise ConfigError(
+                f"{actor.__name__}.capabilities must be a tuple of strings, not a string "
+                "(a missing comma: use ('echo',))"
+            )
+        for capability in actor.capabilities:
+            validate_capability(capability)
         if capacity is not None and capacity < 1:
             raise ConfigError(f"mailbox_size must be >= 1, got {capacity!r}")
         cell = Cell(
@@ -205,18 +261,33 @@ class ActorSystem:
             parent=parent,
             capacity=capacity or self.mailbox_size,
             restart=restart,
+            max_attempts=max_attempts or self.max_attempts,
         )
         with self._lock:
             held = self._cells.get(name)
             if held is not None and held.alive:
                 raise NameTaken(f"the name {name!r} is taken by a live actor")
             self._cells[name] = cell
+        if self._directory is not None:
+            try:
+                self._directory.claim(
+                    name, tuple(actor.capabilities), unique=not name.startswith("_")
+                )
+            except BaseException:
+                self._unregister(cell, release=False)
+                raise
         return cell
 
-    def _unregister(self, cell: Cell) -> None:
+    def _unregister(self, cell: Cell, *, release: bool = True) -> None:
         with self._lock:
-            if self._cells.get(cell.name) is cell:
-                del self._cells[cell.name]
+            if self._cells.get(cell.name) is not cell:
+                return
+            del self._cells[cell.name]
+        if release and self._directory is not None:
+            try:
+                self._directory.release(cell.name)
+            except Exception:  # the lease expiry will remove it anyway
+                log.warning("could not release the name %r", cell.name, exc_info=True)
 
     def _count_restart(self) -> None:
         with self._lock:

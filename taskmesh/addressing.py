@@ -1,0 +1,244 @@
+"""Refs that work from anywhere in the cluster: by name and by capability.
+
+A :class:`NamedRef` resolves its name at every send, first among this
+node's actors, then in the cluster's name cache (no etcd round trip), so it
+follows an actor that was restarted, re-created or re-placed on another
+node. A :class:`CapabilityRef` asks the routing table for a holder of the
+capability at every send.
+
+Both offer at-least-once asks: ``ask(..., retries=N, idempotency_key=K)``
+tries again, on another holder where there is one, when the node it asked
+is known lost (the transport suspects it, or its lease expired and the
+caches dropped it), with exponential backoff, inside the one overall
+timeout. The key lets the receiving node answer a repeat from memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from taskmesh.actors.deadletters import DeadLetters
+from taskmesh.actors.future import Reply
+from taskmesh.errors import ActorNotFound, AskTimeout, ConfigError, PeerUnreachable
+from taskmesh.ops.latency import LatencyHistogram
+
+__all__ = ["CapabilityRef", "NamedRef", "Resolver", "Target"]
+
+_STRATEGIES = ("round_robin", "least_loaded", "consistent_hash", "broadcast")
+
+_RETRY_FIRST = 0.05
+_RETRY_MAX = 1.0
+
+
+class Target(Protocol):
+    """A local ``ActorRef`` or a transport ``RemoteRef``."""
+
+    def tell(self, message: Any) -> None: ...
+
+    def ask_async(
+        self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
+    ) -> Reply: ...
+
+
+Located = tuple[str, Target]
+"""``(node id, target)``."""
+
+
+class Resolver(Protocol):
+    """What named and capability refs need from a node or a client."""
+
+    dead_letters: DeadLetters
+    ask_timeout: float
+    ask_latency: LatencyHistogram
+
+    def resolve(self, name: str) -> Located | None:
+        """The node and actor holding ``name`` now, or None (caller's thread)."""
+        ...
+
+    def route(
+        self, capability: str, strategy: str, key: str | None, exclude: frozenset[str]
+    ) -> list[Located]:
+        """Holders of ``capability`` picked by ``strategy``, skipping the
+        nodes in ``exclude`` (caller's thread)."""
+        ...
+
+
+def _ask_with_retries(
+    resolver: Resolver,
+    pick: Callable[[frozenset[str]], Located | None],
+    what: str,
+    message: Any,
+    timeout: float | None,
+    retries: int,
+    idempotency_key: str | None,
+) -> Any:
+    """The one ask loop behind both ref kinds (caller's thread)."""
+    if retries < 0:
+        raise ConfigError(f"retries must be >= 0, got {retries!r}")
+    if timeout is None:
+        timeout = resolver.ask_timeout
+    started = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    lost: set[str] = set()
+    attempt = 0
+    try:
+        while True:
+            located = pick(frozenset(lost))
+            remaining = deadline - time.monotonic()
+            try:
+                if located is None:
+                    raise ActorNotFound(f"no actor {what} in the cluster")
+                _, target = located
+                reply = target.ask_async(
+                    message, timeout=remaining, idempotency_key=idempotency_key
+                )
+                return reply.get(remaining)
+            except AskTimeout:
+                raise AskTimeout(f"no reply from the actor {what} within {timeout:g} s") from None
+            except (PeerUnreachable, ActorNotFound) as error:
+                if isinstance(error, PeerUnreachable) and located is not None:
+                    lost.add(located[0])
+                pause = min(_RETRY_FIRST * 2**attempt, _RETRY_MAX)
+                if attempt >= retries or time.monotonic() + pause >= deadline:
+                    raise
+                attempt += 1
+                time.sleep(pause)  # backoff before the next holder
+    finally:
+        resolver.ask_latency.observe(time.perf_counter() - started)
+
+
+class NamedRef:
+    """Reaches the actor registered under ``name``, wherever it runs."""
+
+    __slots__ = ("_resolver", "name")
+
+    def __init__(self, resolver: Resolver, name: str) -> None:
+        self._resolver = resolver
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<NamedRef {self.name!r}>"
+
+    def tell(self, message: Any) -> None:
+        """At most once; an unknown name or undeliverable message becomes a
+        dead letter."""
+        located = self._resolver.resolve(self.name)
+        if located is None:
+            self._resolver.dead_letters.record(self.name, message, "actor_not_found")
+            return
+        located[1].tell(message)
+
+    def ask_async(
+        self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
+    ) -> Reply:
+        """Send and return a :class:`Reply`; raises :class:`ActorNotFound`
+        at once if no actor holds the name. No retries."""
+        located = self._resolver.resolve(self.name)
+        if located is None:
+            raise ActorNotFound(f"no actor named {self.name!r} in the cluster")
+        return located[1].ask_async(message, timeout=timeout, idempotency_key=idempotency_key)
+
+    def ask(
+        self,
+        message: Any,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Send and wait for the reply (see ``ActorRef.ask`` for the errors; a
+        remote exception arrives as :class:`RemoteError`). With ``retries``,
+        a lost node makes it try again (the name may have been re-placed)
+        within ``timeout``; pass an ``idempotency_key`` so a repeat that
+        reaches the same node is not run twice."""
+
+        def pick(lost: frozenset[str]) -> Located | None:
+            located = self._resolver.resolve(self.name)
+            return None if located is None or located[0] in lost else located
+
+        return _ask_with_retries(
+            self._resolver, pick, f"named {self.name!r}", message, timeout, retries,
+            idempotency_key,
+        )  # fmt: skip
+
+
+class CapabilityRef:
+    """Reaches an actor that holds ``capability``, picked by ``strategy``:
+    ``round_robin`` (default), ``least_loaded``, ``consistent_hash`` (pass
+    ``key=``: the same key reaches the same actor while membership is
+    stable) or ``broadcast`` (tell only: every holder)."""
+
+    __slots__ = ("_resolver", "capability", "strategy")
+
+    def __init__(self, resolver: Resolver, capability: str, strategy: str = "round_robin") -> None:
+        if strategy not in _STRATEGIES:
+            raise ConfigError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
+        self._resolver = resolver
+        self.capability = capability
+        self.strategy = strategy
+
+    def __repr__(self) -> str:
+        return f"<CapabilityRef {self.capability!r} {self.strategy}>"
+
+    def _targets(self, key: str | None, lost: frozenset[str] = frozenset()) -> list[Located]:
+        if self.strategy == "consistent_hash" and key is None:
+            raise ConfigError("consistent_hash routing needs key=")
+        return self._resolver.route(self.capability, self.strategy, key, lost)
+
+    def tell(self, message: Any, *, key: str | None = None) -> None:
+        """At most once to one holder (every holder with ``broadcast``);
+        no holder makes a ``no_route`` dead letter."""
+        targets = self._targets(key)
+        if not targets:
+            self._resolver.dead_letters.record(self.capability, message, "no_route")
+            return
+        if self.strategy == "broadcast":
+            for _, target in targets:
+                target.tell(message)
+        else:
+            targets[0][1].tell(message)
+
+    def ask_async(
+        self,
+        message: Any,
+        *,
+        timeout: float | None = None,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Reply:
+        """Send to one holder and return a :class:`Reply`. No retries."""
+        if self.strategy == "broadcast":
+            raise ConfigError("a broadcast has no single reply: use tell")
+        targets = self._targets(key)
+        if not targets:
+            raise ActorNotFound(f"no actor holds the capability {self.capability!r}")
+        return targets[0][1].ask_async(message, timeout=timeout, idempotency_key=idempotency_key)
+
+    def ask(
+        self,
+        message: Any,
+        *,
+        timeout: float | None = None,
+        key: str | None = None,
+        retries: int = 0,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Send to one holder and wait for its reply. With ``retries``, a
+        lost holder makes it try another one within ``timeout``. For
+        ``consistent_hash``, ``key`` defaults to the ``idempotency_key`` so
+        repeats of one key reach the same holder (and its memory)."""
+        if self.strategy == "broadcast":
+            raise ConfigError("a broadcast has no single reply: use tell")
+        if key is None and self.strategy == "consistent_hash":
+            key = idempotency_key
+
+        def pick(lost: frozenset[str]) -> Located | None:
+            targets = self._targets(key, lost)
+            return targets[0] if targets else None
+
+        return _ask_with_retries(
+            self._resolver, pick, f"holding {self.capability!r}", message, timeout, retries,
+            idempotency_key,
+        )  # fmt: skip

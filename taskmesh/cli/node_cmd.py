@@ -1,0 +1,179 @@
+"""``taskmesh node``: run a node until SIGTERM or SIGINT, then drain.
+
+What it prints on stdout, one line each, for people and scripts:
+
+    taskmesh: embedded etcd at http://127.0.0.1:PORT (join with --etcd http://127.0.0.1:PORT)
+    taskmesh: node NAME of cluster CLUSTER at tcp://HOST:PORT
+    taskmesh: metrics at http://HOST:PORT/metrics
+    taskmesh: ready
+    taskmesh: stopped
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from prometheus_client import CollectorRegistry
+
+from taskmesh.cli.app import ClusterOpt, ConfigOpt, EtcdOpt, KeysOpt, app
+from taskmesh.cli.settings import Settings, load_settings
+from taskmesh.errors import ConfigError, TaskmeshError
+from taskmesh.node import Node
+from taskmesh.ops import OpsServer, configure_logging
+from taskmesh.ops.metrics import NodeCollector
+
+log = logging.getLogger("taskmesh.cli")
+
+
+def say(line: str) -> None:
+    """One status line on stdout, flushed at once (scripts wait for them)."""
+    print(f"taskmesh: {line}", flush=True)
+
+
+@app.command("node")
+def node_command(
+    cluster: ClusterOpt = None,
+    etcd: EtcdOpt = None,
+    listen: Annotated[
+        str | None, typer.Option(help="ZeroMQ address tcp://HOST:PORT (0: a free port).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Node name (default: host-pid-random).")] = None,
+    capability: Annotated[
+        list[str] | None, typer.Option("--capability", help="Node label; repeat for more.")
+    ] = None,
+    app_: Annotated[
+        list[str] | None,
+        typer.Option("--app", help="MODULE:FUNCTION called with the node; repeatable."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve /metrics, /healthz, /readyz on this port.")
+    ] = None,
+    metrics_host: Annotated[str | None, typer.Option(help="Address for the metrics port.")] = None,
+    keys: KeysOpt = None,
+    config: ConfigOpt = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING...")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Embedded etcd's data directory.")] = None,
+    lease_ttl: Annotated[float | None, typer.Option(help="Membership lease TTL, seconds.")] = None,
+    grace_period: Annotated[
+        float | None, typer.Option(help="Seconds in-flight work may take on SIGTERM.")
+    ] = None,
+) -> None:
+    """Run a node: host actors, join the cluster (an embedded etcd without --etcd)."""
+    flags: dict[str, Any] = {
+        "cluster": cluster,
+        "listen": listen,
+        "name": name,
+        "capabilities": tuple(capability or ()),
+        "apps": tuple(app_ or ()),
+        "metrics_port": metrics_port,
+        "metrics_host": metrics_host,
+        "keys": keys,
+        "log_format": log_format,
+        "log_level": log_level,
+        "data_dir": data_dir,
+        "lease_ttl": lease_ttl,
+        "grace_period": grace_period,
+    }
+    if etcd:
+        flags["etcd"] = tuple(part.strip() for part in etcd.split(",") if part.strip())
+    settings = load_settings(flags, environ=os.environ, config=config)
+    configure_logging(settings.log_format, settings.log_level)
+    run_node(settings)
+
+
+def run_node(settings: Settings) -> None:
+    """Start, run the apps, serve until a signal, drain; raises on failure."""
+    apps = [load_app(spec) for spec in settings.apps]
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    node = Node(
+        cluster=settings.cluster,
+        etcd=list(settings.etcd) or None,
+        listen=settings.listen,
+        name=settings.name,
+        capabilities=settings.capabilities,
+        keys=settings.keys,
+        data_dir=settings.data_dir,
+        lease_ttl=settings.lease_ttl,
+        mailbox_size=settings.mailbox_size,
+        ask_timeout=settings.ask_timeout,
+        max_message_size=settings.max_message_size,
+        grace_period=settings.grace_period,
+        etcd_user=settings.etcd_user,
+        etcd_password=settings.etcd_password,
+        etcd_ca=settings.etcd_ca,
+        etcd_cert=settings.etcd_cert,
+        etcd_key=settings.etcd_key,
+    )
+    ops: OpsServer | None = None
+    apps_done = False
+    try:
+        if settings.metrics_port is not None:
+            registry = CollectorRegistry()
+            registry.register(NodeCollector(node))
+            ops = OpsServer(
+                settings.metrics_host,
+                settings.metrics_port,
+                registry=registry,
+                ready=lambda: apps_done and node.ready(),
+                healthy=lambda: node.running,
+            )
+            ops.start()
+        node.start()
+        if node.embedded_etcd is not None:
+            url = node.embedded_etcd.endpoint
+            say(f"embedded etcd at {url} (join with --etcd {url})")
+        say(f"node {node.node_id} of cluster {settings.cluster} at {node.address}")
+        if ops is not None:
+            say(f"metrics at {ops.url}/metrics")
+        for spec, function in zip(settings.apps, apps, strict=True):
+            try:
+                function(node)
+            except TaskmeshError:
+                raise
+            except Exception as error:
+                raise ConfigError(f"app {spec} failed: {type(error).__name__}: {error}") from error
+        apps_done = True
+        say("ready")
+        stop.wait()
+        say("stopping: draining in-flight work")
+    finally:
+        node.stop()
+        if ops is not None:
+            ops.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    say("stopped")
+
+
+def load_app(spec: str) -> Callable[[Node], Any]:
+    """Import ``MODULE:FUNCTION`` (the current directory is importable)."""
+    module_name, sep, function_name = spec.partition(":")
+    if not sep or not module_name or not function_name:
+        raise ConfigError(f"--app {spec!r}: expected MODULE:FUNCTION, e.g. myapp.actors:setup")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"--app {spec!r}: cannot import {module_name!r}: {error}") from None
+    except Exception as error:
+        raise ConfigError(
+            f"--app {spec!r}: importing {module_name!r} failed: {type(error).__name__}: {error}"
+        ) from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ConfigError(f"--app {spec!r}: {module_name} has no function {function_name!r}")
+    return function  # type: ignore[no-any-return]

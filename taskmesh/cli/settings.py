@@ -1,0 +1,176 @@
+"""Settings of ``taskmesh node`` and the client commands.
+
+One frozen :class:`Settings`, built once by :func:`load_settings` from, in
+order of precedence: command-line flags, ``TASKMESH_*`` environment
+variables, a TOML file (``--config``), then the defaults below. Nothing is
+read from the environment at import; the CLI passes ``os.environ`` in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+from taskmesh.errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "TASKMESH_"
+
+LogFormat = Literal["text", "json"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a node or a client command is configured with."""
+
+    cluster: str = "default"
+    """The cluster's name: the etcd key prefix (many clusters can share an etcd)."""
+    etcd: tuple[str, ...] = ()
+    """etcd endpoints as URLs; empty means start an embedded etcd (``node`` only)."""
+    listen: str = "tcp://127.0.0.1:0"
+    """The node's ZeroMQ address; port 0 picks a free port."""
+    name: str | None = None
+    """The node's name in the cluster; default: host name and process id."""
+    capabilities: tuple[str, ...] = ()
+    """Node-level capability labels (``--capability gpu``)."""
+    apps: tuple[str, ...] = ()
+    """``MODULE:FUNCTION`` entries called with the node once it runs."""
+    metrics_port: int | None = None
+    """Port of /metrics, /healthz and /readyz; None: no HTTP endpoint."""
+    metrics_host: str = "127.0.0.1"
+    """Address the HTTP endpoint binds to (0.0.0.0 for remote scrapers)."""
+    keys: Path | None = None
+    """Directory with this node's CURVE key pair and the authorized public keys."""
+    data_dir: Path | None = None
+    """Data directory of the embedded etcd; default: a per-user state directory."""
+    log_format: LogFormat = "text"
+    log_level: str = "INFO"
+    lease_ttl: float = 3.0
+    """Seconds before a silent node's registrations expire."""
+    grace_period: float = 10.0
+    """Seconds in-flight work may take to finish on SIGTERM."""
+    mailbox_size: int = 10_000
+    ask_timeout: float = 5.0
+    max_message_size: int = 4 * 1024 * 1024
+    etcd_user: str | None = None
+    etcd_password: str | None = None
+    etcd_ca: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Unused keys of the TOML file's ``[app]`` table, for user code."""
+
+    def __post_init__(self) -> None:
+        if not self.cluster or "/" in self.cluster:
+            raise ConfigError(f"cluster: {self.cluster!r} must be non-empty and contain no '/'")
+        if not self.listen.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ConfigError(f"listen: {self.listen!r} must look like tcp://HOST:PORT")
+        for url in self.etcd:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"etcd: {url!r} must be a URL like http://HOST:PORT")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port: {self.metrics_port} is not a port number")
+        if self.log_format not in get_args(LogFormat):
+            raise ConfigError(f"log_format: {self.log_format!r} must be 'text' or 'json'")
+        for name in ("lease_ttl", "grace_period", "ask_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+        for name in ("mailbox_size", "max_message_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)!r}")
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config: Path | str | None = None,
+) -> Settings:
+    """Build the settings: ``flags`` (None values ignored), then
+    ``TASKMESH_*`` variables in ``environ``, then the TOML file ``config``
+    (or ``TASKMESH_CONFIG``), then the defaults. Raises :class:`ConfigError`
+    naming the bad setting and where it came from."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None and v != ()}
+    environ = environ or {}
+    config = config or environ.get(ENV_PREFIX + "CONFIG")
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if config:
+        file_values, extra = _read_toml(Path(config))
+        values.update(_convert_all(file_values, f"config file {config}"))
+    env_values = {
+        f.name: environ[ENV_PREFIX + f.name.upper()]
+        for f in fields(Settings)
+        if f.name != "extra" and ENV_PREFIX + f.name.upper() in environ
+    }
+    values.update(_convert_all(env_values, "environment"))
+    values.update(_convert_all(flags, "flag"))
+    try:
+        return Settings(**values, extra=extra)
+    except TypeError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path}: {error}") from None
+    table = data.get("taskmesh", data)
+    extra = dict(data.get("app", {})) if isinstance(data.get("app"), dict) else {}
+    known = {f.name for f in fields(Settings)} - {"extra"}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in ("taskmesh", "app"):
+            continue
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+        values[name] = value
+    return values, extra
+
+
+_HINTS: dict[str, Any] = {}
+
+
+def _convert_all(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    if not _HINTS:
+        _HINTS.update(get_type_hints(Settings))
+    return {name: _convert(name, value, source) for name, value in raw.items()}
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    hint = str(_HINTS.get(name, ""))
+    where = f"{name} (from {source})"
+    try:
+        if "tuple[str" in hint:
+            if isinstance(value, str):
+                return tuple(part.strip() for part in value.split(",") if part.strip())
+            if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        if "int" in hint and "Path" not in hint:
+            if isinstance(value, bool):
+                raise ValueError(f"expected a whole number, got {value!r}")
+            return int(value)
+        if "float" in hint:
+            return float(value)
+        if "Path" in hint:
+            return Path(value).expanduser()
+        if isinstance(value, str | int | float):
+            return str(value)
+        raise ValueError(f"expected a string, got {value!r}")
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """A copy of ``settings`` with ``changes`` (validated again)."""
+    return dataclasses.replace(settings, **changes)

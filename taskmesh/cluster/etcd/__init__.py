@@ -1,0 +1,35 @@
+"""Our one adapter over etcd3: client, lease keepalive and resilient watches.
+
+Nothing else in taskmesh imports ``etcd3``. Here live endpoint failover and
+error translation (`EtcdClient`), keepalive that notices a lost lease
+(`LeaseKeeper`), and watches that survive restarts and compaction
+(`PrefixWatch`).
+"""
+
+from __future__ import annotations
+
+from ._client import Compare as Compare
+from ._client import Delete as Delete
+from ._client import EtcdClient as EtcdClient
+from ._client import Get as Get
+from ._client import KeyValue as KeyValue
+from ._client import Op as Op
+from ._client import Put as Put
+from ._client import TxnResult as TxnResult
+from ._lease import LeaseKeeper as LeaseKeeper
+from ._watch import PrefixWatch as PrefixWatch
+from ._watch import WatchEvent as WatchEvent
+
+__all__ = [
+    "Compare",
+    "Delete",
+    "EtcdClient",
+    "Get",
+    "KeyValue",
+    "LeaseKeeper",
+    "Op",
+    "PrefixWatch",
+    "Put",
+    "TxnResult",
+    "WatchEvent",
+]

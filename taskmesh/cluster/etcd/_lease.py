@@ -1,0 +1,226 @@
+"""`LeaseKeeper`: one etcd lease, kept alive by a thread, replaced when lost.
+
+Lifecycle of the lease it holds::
+
+    (none) --grant--> acquired --refresh ok--> acquired
+       ^                 |
+       |                 +-- refresh says TTL 0, or no refresh succeeded
+       |                 |   before the local deadline --> lost
+       +-----------------+   (fires on_lost, then grants a new lease)
+
+The local deadline is the send time of the last successful refresh plus
+the TTL it returned: etcd cannot expire the lease earlier than that, so a
+node that could not reach etcd declares the lease lost no later than etcd
+does. After a loss the keeper grants a new lease, runs the ``on_acquired``
+hooks (which re-put the node's keys), and only then revokes the old lease,
+so the node's keys never vanish while etcd is reachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from taskmesh.errors import ClusterError, ConfigError, EtcdUnavailable, LeaseLost
+
+from ._client import EtcdClient
+
+__all__ = ["LeaseKeeper"]
+
+_log = logging.getLogger("taskmesh.cluster.lease")
+
+LeaseHook = Callable[[int], None]
+
+
+class LeaseKeeper:
+    """Grants a lease of ``ttl`` seconds and keeps it alive on its own thread.
+
+    Hooks registered with `on_acquired` and `on_lost` run on the keeper's
+    thread (``taskmesh-lease``) and receive the lease id. An acquired hook
+    that raises `ClusterError` (etcd went away mid-way) is retried until it
+    succeeds for that lease, so hooks must be idempotent.
+    """
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        ttl: int,
+        *,
+        retry_interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl < 2:  # etcd's own minimum is 2 s with its default timings
+            raise ConfigError(f"lease TTL must be at least 2 seconds, not {ttl}")
+        self._client = client
+        self.ttl = ttl
+        self._retry = retry_interval
+        self._clock = clock
+        self._acquired_hooks: list[LeaseHook] = []
+        self._lost_hooks: list[LeaseHook] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._lease: int | None = None
+        self._published = False
+        self._deadline = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stale: list[int] = []
+
+    # --- hooks ------------------------------------------------------------
+
+    def on_acquired(self, hook: LeaseHook) -> None:
+        """Call ``hook(lease_id)`` for every new lease, on the keeper thread."""
+        self._acquired_hooks.append(hook)
+
+    def on_lost(self, hook: LeaseHook) -> None:
+        """Call ``hook(lease_id)`` as soon as a lease is known or presumed lost."""
+        self._lost_hooks.append(hook)
+
+    # --- state ------------------------------------------------------------
+
+    @property
+    def lease_id(self) -> int | None:
+        """The current lease while it is valid and its hooks have run, else None."""
+        with self._lock:
+            return self._lease if self._valid_locked() else None
+
+    def require(self) -> int:
+        """The current valid lease id, or raise `LeaseLost`."""
+        lease = self.lease_id
+        if lease is None:
+            raise LeaseLost("no valid etcd lease (etcd unreachable or lease expired)")
+        return lease
+
+    def _valid_locked(self) -> bool:
+        return self._lease is not None and self._published and self._clock() < self._deadline
+
+    def wait_acquired(self, timeout: float) -> int:
+        """Block until a lease is held and published; raise `EtcdUnavailable` on timeout."""
+        end = time.monotonic() + timeout
+        with self._changed:
+            while not self._valid_locked():
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise EtcdUnavailable(f"no etcd lease within {timeout}s")
+                self._changed.wait(min(left, 0.1))
+            assert self._lease is not None
+            return self._lease
+
+    # --- lifecycle --------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the keepalive thread (it grants the first lease)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="taskmesh-lease", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, revoke: bool = True) -> None:
+        """Stop keeping the lease alive; revoke it (deleting its keys) by default."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            lease, self._lease = self._lease, None
+            self._published = False
+        if revoke and lease is not None:
+            try:
+                self._client.revoke(lease)
+            except ClusterError as exc:
+                _log.info("could not revoke lease %x on stop: %s", lease, exc)
+
+    # --- the keepalive thread ----------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pause = self._step()
+            except Exception:
+                _log.exception("lease keeper step failed")
+                pause = self._retry
+            self._stop.wait(pause)
+
+    def _step(self) -> float:
+        with self._lock:
+            lease, published = self._lease, self._published
+        if lease is None:
+            return self._grant()
+        if not published:
+            return self._publish(lease)
+        return self._refresh(lease)
+
+    def _grant(self) -> float:
+        sent = self._clock()
+        try:
+            lease = self._client.grant(self.ttl, patience=0.0)
+        except ClusterError as exc:
+            _log.debug("lease grant failed: %s", exc)
+            return self._retry
+        with self._lock:
+            self._lease, self._published = lease, False
+            self._deadline = sent + self.ttl
+        _log.info("etcd lease %x granted (ttl %ds)", lease, self.ttl)
+        return self._publish(lease)
+
+    def _publish(self, lease: int) -> float:
+        try:
+            for hook in list(self._acquired_hooks):
+                hook(lease)
+        except ClusterError as exc:
+            _log.info("re-registering under lease %x failed, retrying: %s", lease, exc)
+            return self._check_deadline(lease)
+        with self._changed:
+            self._published = True
+            self._changed.notify_all()
+        self._revoke_stale()
+        return self.ttl / 3
+
+    def _refresh(self, lease: int) -> float:
+        sent = self._clock()
+        try:
+            ttl = self._client.refresh(lease, patience=0.0)
+        except ClusterError as exc:
+            _log.debug("lease refresh failed: %s", exc)
+            return self._check_deadline(lease)
+        if ttl <= 0:
+            _log.warning("etcd lease %x expired", lease)
+            self._lose(lease)
+            return 0.0
+        with self._lock:
+            self._deadline = sent + ttl
+        self._revoke_stale()
+        return max(0.1, min(self.ttl, ttl) / 3)
+
+    def _check_deadline(self, lease: int) -> float:
+        if self._clock() >= self._deadline:
+            _log.warning("etcd lease %x presumed lost: no refresh before its deadline", lease)
+            self._lose(lease)
+            return 0.0
+        return self._retry
+
+    def _lose(self, lease: int) -> None:
+        with self._lock:
+            if self._lease != lease:
+                return
+            self._lease, self._published = None, False
+            self._stale.append(lease)
+        for hook in list(self._lost_hooks):
+            try:
+                hook(lease)
+            except Exception:
+                _log.exception("lease-lost hook failed")
+
+    def _revoke_stale(self) -> None:
+        """Revoke leases we gave up on, in case etcd kept them (a restart renews them)."""
+        while self._stale:
+            lease = self._stale[0]
+            try:
+                self._client.revoke(lease)
+            except ClusterError as exc:
+                _log.debug("revoking stale lease %x failed: %s", lease, exc)
+                return
+            self._stale.pop(0)

@@ -1,0 +1,293 @@
+"""`ClusterMember`: one object through which a node uses the cluster layer.
+
+It owns the etcd client and the node's lease, and wires membership, names,
+routing, election and placement to them. Lifecycle::
+
+    ClusterMember(settings) --start()--> registered --stop()--> stopped
+                                 |  ^
+              etcd unreachable   v  |  etcd back: new lease if needed,
+              (caches serve)  degraded    re-register, re-claim, resync
+
+Lookups and routing read local caches and keep answering while etcd is away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from taskmesh.errors import ClusterError, ConfigError
+
+from .election import Election, Fence
+from .etcd import EtcdClient, LeaseKeeper
+from .keys import ClusterKeys, validate_name
+from .membership import Load, MemberEvent, MemberInfo, Membership
+from .names import NameRecord, Names
+from .placement import Placement, Singleton
+from .routing import Route, RoutingTable, Strategy
+
+__all__ = ["ClusterMember", "ClusterSettings"]
+
+_log = logging.getLogger("taskmesh.cluster")
+
+
+def default_node_id() -> str:
+    """``<host>-<pid>-<random>``: unique per process, readable in ``taskmesh members``."""
+    host = "".join(c if c.isalnum() or c in "_.-" else "-" for c in socket.gethostname())
+    return f"{host or 'node'}-{os.getpid()}-{secrets.token_hex(2)}"[:128]
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How a node joins the cluster. Built by the CLI; never read from the environment.
+
+    ``lease_ttl`` (seconds) bounds how long a dead node stays visible;
+    ``load_interval`` is how often load is republished; ``etcd_timeout``
+    bounds each etcd call.
+    """
+
+    etcd: str | Sequence[str]
+    cluster: str = "default"
+    node: str = field(default_factory=default_node_id)
+    address: str = ""
+    capabilities: frozenset[str] = frozenset()
+    public_key: str | None = None
+    lease_ttl: int = 3
+    load_interval: float = 2.0
+    etcd_timeout: float = 2.0
+    start_timeout: float = 15.0
+    user: str | None = None
+    password: str | None = None
+    ca_cert: str | None = None
+    cert_key: str | None = None
+    cert_cert: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.lease_ttl < 2:
+            raise ConfigError(f"lease_ttl must be at least 2 seconds, not {self.lease_ttl}")
+        for name in ("load_interval", "etcd_timeout", "start_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+
+
+class ClusterMember:
+    """This node's membership in one cluster: registration, names, routes, leadership.
+
+    ``mailbox_total`` is read on the load thread; ``singleton_start`` and
+    ``singleton_stop`` run as described in `Placement`. An ``observer``
+    (a client that hosts no actors) watches the cluster without taking a
+    lease: it is not a member, cannot lead, and cannot register actors.
+    Thread-safe.
+    """
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        *,
+        mailbox_total: Callable[[], int] | None = None,
+        messages_total: Callable[[], int] | None = None,
+        singleton_start: Callable[[str, str], None] | None = None,
+        singleton_stop: Callable[[str], None] | None = None,
+        observer: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.observer = observer
+        self.node = validate_name(settings.node, "node id")
+        self.keys = ClusterKeys(settings.cluster)
+        self.client = EtcdClient(
+            settings.etcd,
+            timeout=settings.etcd_timeout,
+            user=settings.user,
+            password=settings.password,
+            ca_cert=settings.ca_cert,
+            cert_key=settings.cert_key,
+            cert_cert=settings.cert_cert,
+        )
+        self.lease = LeaseKeeper(self.client, settings.lease_ttl)
+        # Hook order matters: the member key goes first under a new lease.
+        self.membership = Membership(
+            self.client,
+            self.lease,
+            self.keys,
+            self.node,
+            address=settings.address,
+            capabilities=settings.capabilities,
+            public_key=settings.public_key,
+            mailbox_total=mailbox_total,
+            messages_total=messages_total,
+            load_interval=settings.load_interval,
+        )
+        self.names = Names(self.client, self.lease, self.keys, self.node)
+        self.routing = RoutingTable(
+            self.client, self.lease, self.keys, self.node, load_of=self._load_of
+        )
+        self.election = Election(self.client, self.lease, self.keys, self.node)
+        self.placement = Placement(
+            self.client,
+            self.lease,
+            self.keys,
+            self.node,
+            election=self.election,
+            membership=self.membership,
+            start=singleton_start,
+            stop=singleton_stop,
+        )
+        self.names.on_lost(self._name_lost)
+        self._started = False
+
+    def _name_lost(self, name: str) -> None:
+        """Lease thread: an actor whose name went elsewhere stops advertising too."""
+        try:
+            self.routing.unpublish(name)
+        except ClusterError as exc:
+            _log.info("withdrawing routes of lost name %r failed: %s", name, exc)
+
+    def _load_of(self, node: str) -> Load | None:
+        member = self.membership.get(node)
+        return member.load if member else None
+
+    # --- lifecycle --------------------------------------------------------
+
+    def start(self) -> ClusterMember:
+        """Join: watch the cluster, take a lease and register; wait until registered.
+
+        An observer only starts watching. Raises `EtcdUnavailable` if etcd
+        does not answer within ``start_timeout``.
+        """
+        timeout = self.settings.start_timeout
+        try:
+            for part in (self.membership, self.names, self.routing, self.election):
+                part.start(timeout=timeout)
+            if not self.observer:
+                self.lease.start()
+                self.lease.wait_acquired(timeout)
+            self.placement.start(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self._started = True
+        _log.info("node %s joined cluster %s", self.node, self.keys.cluster)
+        return self
+
+    def stop(self, *, deregister: bool = True) -> None:
+        """Leave: stop singletons, revoke the lease (deleting our keys), stop watching."""
+        self.placement.stop()
+        self.election.stop()
+        self.lease.stop(revoke=deregister)
+        for part in (self.routing, self.names, self.membership):
+            part.stop()
+        self.client.close()
+        self._started = False
+
+    def __enter__(self) -> ClusterMember:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- actors -----------------------------------------------------------
+
+    def register_actor(
+        self,
+        name: str,
+        *,
+        capabilities: Iterable[str] = (),
+        address: str | None = None,
+        unique: bool = True,
+    ) -> NameRecord | None:
+        """Register an actor: claim its name (if ``unique``) and publish its capabilities.
+
+        Raises `NameTaken` when another node holds the name, `LeaseLost`
+        while unregistered (etcd away).
+        """
+        where = address or self.settings.address
+        record = self.names.claim(name, where) if unique else None
+        caps = list(capabilities)
+        if caps:
+            try:
+                self.routing.publish(name, caps, where)
+            except ClusterError:
+                if record is not None:
+                    self.names.release(name)
+                raise
+        return record
+
+    def unregister_actor(self, name: str) -> None:
+        """Withdraw an actor's routes and release its name."""
+        self.routing.unpublish(name)
+        self.names.release(name)
+
+    def on_name_lost(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` when a held name was taken by another node during an
+        etcd outage (on the lease thread); its routes are already withdrawn, and
+        the actor holding it should stop.
+        """
+        self.names.on_lost(listener)
+
+    def lookup(self, name: str) -> NameRecord | None:
+        """Who holds ``name`` (from cache): its node and address, or None."""
+        return self.names.lookup(name)
+
+    def route(
+        self,
+        capability: str,
+        strategy: Strategy = "round_robin",
+        *,
+        key: str | None = None,
+        exclude: Collection[str] = frozenset(),
+    ) -> list[Route]:
+        """Actors to send a ``capability`` message to (see `RoutingTable.pick`)."""
+        return self.routing.pick(capability, strategy, key=key, exclude=exclude)
+
+    def mark_suspect(self, node: str) -> None:
+        """Route around ``node`` (the transport calls this on missed heartbeats)."""
+        self.routing.mark_suspect(node)
+
+    def clear_suspect(self, node: str) -> None:
+        """Route to ``node`` again."""
+        self.routing.clear_suspect(node)
+
+    # --- cluster view -----------------------------------------------------
+
+    def members(self) -> dict[str, MemberInfo]:
+        """Live members by node id (from cache)."""
+        return self.membership.members()
+
+    def on_member_event(self, listener: Callable[[MemberEvent], None]) -> None:
+        """Call ``listener`` on joins, leaves and updates (on the members watch thread)."""
+        self.membership.subscribe(listener)
+
+    def on_leadership(
+        self,
+        on_elected: Callable[[Fence], None] | None = None,
+        on_demoted: Callable[[], None] | None = None,
+    ) -> None:
+        """Leadership callbacks (threads as in `Election`)."""
+        self.election.subscribe(on_elected, on_demoted)
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this node leads now (guard leader-only writes with `election`)."""
+        return self.election.is_leader
+
+    @property
+    def leader(self) -> str | None:
+        """The leading node's id, from cache."""
+        return self.election.leader()
+
+    @property
+    def registered(self) -> bool:
+        """Whether this node holds a valid lease with its keys published."""
+        return self.lease.lease_id is not None
+
+    def declare_singleton(self, name: str, capability: str) -> None:
+        """Declare a cluster singleton to run on a node labelled ``capability``."""
+        self.placement.declare(name, capability)
+
+    def singletons(self) -> dict[str, Singleton]:
+        """Declared singletons and where they run (from cache)."""
+        return self.placement.singletons()

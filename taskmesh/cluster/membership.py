@@ -1,0 +1,276 @@
+"""Membership: who is in the cluster, fed by a watch on ``members/``.
+
+Each node writes its `MemberInfo` at ``members/<node>`` under its own lease
+and refreshes its load periodically; when the node dies its lease expires
+and the key goes, which every other node sees as a leave. Each node keeps a
+local view of all members, so reading it costs no etcd round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import psutil
+
+from taskmesh.errors import ClusterError
+
+from .etcd import EtcdClient, KeyValue, LeaseKeeper, PrefixWatch, WatchEvent
+from .keys import ClusterKeys, decode, encode, validate_name
+
+__all__ = ["Load", "MemberEvent", "MemberInfo", "Membership"]
+
+_log = logging.getLogger("taskmesh.cluster.membership")
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """A node's published load: system CPU and memory in percent, queued
+    messages, and messages received so far (``taskmesh top`` turns it into
+    a rate)."""
+
+    cpu: float = 0.0
+    memory: float = 0.0
+    mailbox: int = 0
+    messages: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MemberInfo:
+    """What a node publishes about itself. ``lease`` is its etcd lease id."""
+
+    node: str
+    address: str
+    host: str = ""
+    pid: int = 0
+    started: float = 0.0
+    capabilities: frozenset[str] = frozenset()
+    public_key: str | None = None
+    load: Load = field(default_factory=Load)
+    lease: int = 0
+
+    def to_bytes(self) -> bytes:
+        return encode(
+            {
+                "node": self.node,
+                "address": self.address,
+                "host": self.host,
+                "pid": self.pid,
+                "started": self.started,
+                "capabilities": sorted(self.capabilities),
+                "public_key": self.public_key,
+                "load": {
+                    "cpu": self.load.cpu,
+                    "memory": self.load.memory,
+                    "mailbox": self.load.mailbox,
+                    "messages": self.load.messages,
+                },
+            }
+        )
+
+    @classmethod
+    def from_kv(cls, kv: KeyValue) -> MemberInfo:
+        raw = decode(kv.value)
+        load = raw.get("load") or {}
+        return cls(
+            node=str(raw.get("node", "")),
+            address=str(raw.get("address", "")),
+            host=str(raw.get("host", "")),
+            pid=int(raw.get("pid", 0)),
+            started=float(raw.get("started", 0.0)),
+            capabilities=frozenset(str(c) for c in raw.get("capabilities", ())),
+            public_key=raw.get("public_key"),
+            load=Load(
+                float(load.get("cpu", 0.0)),
+                float(load.get("memory", 0.0)),
+                int(load.get("mailbox", 0)),
+                int(load.get("messages", 0)),
+            ),
+            lease=kv.lease,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEvent:
+    """A member joined, left, or published a new record (``update``)."""
+
+    kind: Literal["join", "leave", "update"]
+    member: MemberInfo
+
+
+MemberListener = Callable[[MemberEvent], None]
+
+
+class Membership:
+    """This node's registration plus the watch-fed view of every member.
+
+    ``mailbox_total`` is called (on the load thread) to read the node's
+    queued-message total. Listeners added with `subscribe` run on the watch
+    thread (``taskmesh-watch:members``), one event at a time, in order.
+    """
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        keeper: LeaseKeeper,
+        keys: ClusterKeys,
+        node: str,
+        *,
+        address: str,
+        capabilities: frozenset[str] = frozenset(),
+        public_key: str | None = None,
+        mailbox_total: Callable[[], int] | None = None,
+        messages_total: Callable[[], int] | None = None,
+        load_interval: float = 2.0,
+    ) -> None:
+        self._client = client
+        self._keeper = keeper
+        self._keys = keys
+        self.node = validate_name(node, "node id")
+        for cap in capabilities:
+            validate_name(cap, "capability")
+        self._me = MemberInfo(
+            node=node,
+            address=address,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=time.time(),
+            capabilities=frozenset(capabilities),
+            public_key=public_key,
+        )
+        self._mailbox_total = mailbox_total
+        self._messages_total = messages_total
+        self._load_interval = load_interval
+        self._lock = threading.Lock()
+        self._view: dict[str, MemberInfo] = {}
+        self._listeners: list[MemberListener] = []
+        self._stop = threading.Event()
+        self._loader: threading.Thread | None = None
+        self._watch = PrefixWatch(
+            client,
+            keys.members,
+            on_reset=self._reset,
+            on_event=self._event,
+            name="members",
+        )
+        keeper.on_acquired(self._register)
+
+    # --- view -------------------------------------------------------------
+
+    def members(self) -> dict[str, MemberInfo]:
+        """Every live member, by node id, as last seen (no etcd round trip)."""
+        with self._lock:
+            return dict(self._view)
+
+    def get(self, node: str) -> MemberInfo | None:
+        """One member from the view, or None."""
+        with self._lock:
+            return self._view.get(node)
+
+    @property
+    def me(self) -> MemberInfo:
+        """The record this node publishes."""
+        return self._me
+
+    def subscribe(self, listener: MemberListener) -> None:
+        """Call ``listener(event)`` on the watch thread for every join, leave and update."""
+        self._listeners.append(listener)
+
+    # --- lifecycle --------------------------------------------------------
+
+    def start(self, *, timeout: float = 10.0) -> None:
+        """Start the watch (waits for its first snapshot) and the load refresher."""
+        self._watch.start(wait=timeout)
+        self._stop.clear()
+        self._loader = threading.Thread(target=self._load_loop, name="taskmesh-load", daemon=True)
+        self._loader.start()
+
+    def stop(self) -> None:
+        """Stop refreshing and watching. The key goes with the lease (see `LeaseKeeper.stop`)."""
+        self._stop.set()
+        if self._loader is not None:
+            self._loader.join()
+            self._loader = None
+        self._watch.stop()
+
+    def deregister(self) -> None:
+        """Delete this node's member key now (a graceful leave)."""
+        self._client.delete(self._keys.member(self.node))
+
+    # --- registration (lease thread, load thread) --------------------------------
+
+    def _register(self, lease: int) -> None:
+        self._client.put(self._keys.member(self.node), self._me.to_bytes(), lease=lease)
+
+    def _load_loop(self) -> None:
+        psutil.cpu_percent(interval=None)  # the first reading is meaningless
+        while not self._stop.wait(self._load_interval):
+            lease = self._keeper.lease_id
+            if lease is None:
+                continue
+            load = Load(
+                cpu=float(psutil.cpu_percent(interval=None)),
+                memory=float(psutil.virtual_memory().percent),
+                mailbox=_probe(self._mailbox_total, "mailbox_total"),
+                messages=_probe(self._messages_total, "messages_total"),
+            )
+            self._me = replace(self._me, load=load)
+            try:
+                self._register(lease)
+            except ClusterError as exc:
+                _log.debug("load refresh failed: %s", exc)
+
+    # --- watch thread -----------------------------------------------------
+
+    def _reset(self, kvs: list[KeyValue], revision: int) -> None:
+        fresh = {m.node: m for m in map(MemberInfo.from_kv, kvs) if m.node}
+        with self._lock:
+            old, self._view = self._view, fresh
+        for node, info in old.items():
+            if node not in fresh:
+                self._emit(MemberEvent("leave", info))
+        for node, info in fresh.items():
+            if node not in old:
+                self._emit(MemberEvent("join", info))
+            elif old[node] != info:
+                self._emit(MemberEvent("update", info))
+
+    def _event(self, event: WatchEvent) -> None:
+        node = ClusterKeys.tail(self._keys.members, event.kv.key)
+        if event.kind == "delete":
+            with self._lock:
+                gone = self._view.pop(node, None)
+            if gone is not None:
+                self._emit(MemberEvent("leave", gone))
+            return
+        info = MemberInfo.from_kv(event.kv)
+        if not info.node:
+            return
+        with self._lock:
+            before = self._view.get(node)
+            self._view[node] = info
+        self._emit(MemberEvent("join" if before is None else "update", info))
+
+    def _emit(self, event: MemberEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                _log.exception("member listener failed")
+
+
+def _probe(read: Callable[[], int] | None, what: str) -> int:
+    """Call a load callback (load thread); 0 when absent or failing."""
+    if read is None:
+        return 0
+    try:
+        return int(read())
+    except Exception:
+        _log.exception("%s callback failed", what)
+        return 0

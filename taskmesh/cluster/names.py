@@ -1,0 +1,212 @@
+"""Cluster-wide names: claimed in etcd, looked up from a watch-fed cache.
+
+A claim is a create-if-absent transaction on ``names/<name>`` bound to the
+owner's lease, so at most one node holds a name and a dead node's names
+vanish with its lease. Lookups read the local cache (no etcd round trip on
+the message path). After this node gets a new lease (etcd outage, expiry)
+it re-claims every name it held; a name another node took meanwhile is
+reported to ``on_lost`` listeners.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from taskmesh.errors import ClusterError, NameTaken
+
+from .etcd import (
+    Compare,
+    Delete,
+    EtcdClient,
+    Get,
+    KeyValue,
+    LeaseKeeper,
+    PrefixWatch,
+    Put,
+    WatchEvent,
+)
+from .keys import ClusterKeys, decode, encode, validate_name
+
+__all__ = ["NameRecord", "Names"]
+
+_log = logging.getLogger("taskmesh.cluster.names")
+
+
+@dataclass(frozen=True, slots=True)
+class NameRecord:
+    """Who holds a name: the owner node's id and the holder's transport address."""
+
+    name: str
+    node: str
+    address: str
+
+    def to_bytes(self) -> bytes:
+        return encode({"node": self.node, "address": self.address})
+
+    @classmethod
+    def from_kv(cls, name: str, kv: KeyValue) -> NameRecord:
+        raw = decode(kv.value)
+        return cls(name, str(raw.get("node", "")), str(raw.get("address", "")))
+
+
+class Names:
+    """Claims, releases and looks up cluster-wide names for node ``node``.
+
+    Listeners added with `on_lost` run on the lease thread
+    (``taskmesh-lease``) and receive a name this node held but could not
+    re-claim.
+    """
+
+    def __init__(self, client: EtcdClient, keeper: LeaseKeeper, keys: ClusterKeys, node: str):
+        self._client = client
+        self._keeper = keeper
+        self._keys = keys
+        self.node = node
+        self._lock = threading.Lock()
+        self._cache: dict[str, NameRecord] = {}
+        self._owned: dict[str, NameRecord] = {}
+        self._lost_listeners: list[Callable[[str], None]] = []
+        self._watch = PrefixWatch(
+            client, keys.names, on_reset=self._reset, on_event=self._event, name="names"
+        )
+        keeper.on_acquired(self._reclaim)
+
+    def start(self, *, timeout: float = 10.0) -> None:
+        """Start the watch and wait for the first snapshot."""
+        self._watch.start(wait=timeout)
+
+    def stop(self) -> None:
+        """Stop the watch. Held names go with the lease."""
+        self._watch.stop()
+
+    def on_lost(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` when a held name could not be re-claimed."""
+        self._lost_listeners.append(listener)
+
+    # --- claims -------------------------------------------------------------
+
+    def claim(self, name: str, address: str) -> NameRecord:
+        """Claim ``name`` for this node; raise `NameTaken` if another node holds it.
+
+        Claiming a name this node already holds updates its address.
+        Raises `LeaseLost` while this node has no valid lease.
+        """
+        record, created = self._claim(name, address, self._keeper.require())
+        if not created and record.node != self.node:
+            raise NameTaken(f"name {name!r} is held by node {record.node!r}")
+        return record
+
+    def get_or_create(self, name: str, address: str) -> tuple[NameRecord, bool]:
+        """Claim ``name`` unless someone holds it; returns (holder, claimed_by_us)."""
+        record, created = self._claim(name, address, self._keeper.require())
+        return record, created or record.node == self.node
+
+    def release(self, name: str) -> bool:
+        """Give up ``name`` if this node holds it; True if a key was deleted."""
+        with self._lock:
+            mine = self._owned.pop(name, None)
+        if mine is None:
+            return False
+        key = self._keys.name(name)
+        result = self._client.txn(
+            [Compare(key, "value", "==", mine.to_bytes())],
+            [Delete(key)],
+        )
+        with self._lock:
+            if self._cache.get(name) == mine:
+                del self._cache[name]
+        return result.succeeded
+
+    def _claim(self, name: str, address: str, lease: int) -> tuple[NameRecord, bool]:
+        validate_name(name)
+        for _ in range(10):
+            outcome = self._try_claim(name, address, lease)
+            if outcome is not None:
+                return outcome
+        raise ClusterError(f"name {name!r} kept changing while being claimed")
+
+    def _try_claim(self, name: str, address: str, lease: int) -> tuple[NameRecord, bool] | None:
+        key = self._keys.name(name)
+        mine = NameRecord(name, self.node, address)
+        result = self._client.txn(
+            [Compare(key, "create", "==", 0)],
+            [Put(key, mine.to_bytes(), lease)],
+            [Get(key)],
+        )
+        if result.succeeded:
+            self._remember(mine)
+            return mine, True
+        held = result.gets[0]
+        if not held:  # deleted between compare and read: try again
+            return None
+        record = NameRecord.from_kv(name, held[0])
+        if record.node != self.node:
+            return record, False
+        # Ours already (a re-claim, or a new address): move it to this lease.
+        moved = self._client.txn(
+            [Compare(key, "mod", "==", held[0].mod_revision)],
+            [Put(key, mine.to_bytes(), lease)],
+        )
+        if not moved.succeeded:
+            return None
+        self._remember(mine)
+        return mine, False
+
+    def _remember(self, record: NameRecord) -> None:
+        with self._lock:
+            self._owned[record.name] = record
+            self._cache[record.name] = record
+
+    def _reclaim(self, lease: int) -> None:
+        """Lease thread: claim every held name again under the new lease."""
+        with self._lock:
+            owned = list(self._owned.values())
+        for record in owned:
+            holder, _ = self._claim(record.name, record.address, lease)
+            if holder.node != self.node:
+                _log.warning(
+                    "name %r was taken by %r while etcd was away", record.name, holder.node
+                )
+                with self._lock:
+                    self._owned.pop(record.name, None)
+                for listener in list(self._lost_listeners):
+                    try:
+                        listener(record.name)
+                    except Exception:
+                        _log.exception("name-lost listener failed")
+
+    # --- lookups (cache) ----------------------------------------------------
+
+    def lookup(self, name: str) -> NameRecord | None:
+        """Who holds ``name``, from the local cache."""
+        with self._lock:
+            return self._cache.get(name)
+
+    def all(self) -> dict[str, NameRecord]:
+        """Every known name."""
+        with self._lock:
+            return dict(self._cache)
+
+    def owned(self) -> set[str]:
+        """Names this node holds."""
+        with self._lock:
+            return set(self._owned)
+
+    def _reset(self, kvs: list[KeyValue], revision: int) -> None:
+        fresh = {}
+        for kv in kvs:
+            name = ClusterKeys.tail(self._keys.names, kv.key)
+            fresh[name] = NameRecord.from_kv(name, kv)
+        with self._lock:
+            self._cache = fresh
+
+    def _event(self, event: WatchEvent) -> None:
+        name = ClusterKeys.tail(self._keys.names, event.kv.key)
+        with self._lock:
+            if event.kind == "delete":
+                self._cache.pop(name, None)
+            else:
+                self._cache[name] = NameRecord.from_kv(name, event.kv)

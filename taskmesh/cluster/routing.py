@@ -1,0 +1,264 @@
+"""Capability routing tables: which actors hold a capability, and which to pick.
+
+Each node publishes ``routes/<capability>/<node>/<actor>`` for its actors
+under its lease, so a dead node's routes vanish with it. Every node keeps
+the whole table from a watch and picks targets locally with a strategy:
+
+- ``round_robin`` (default): rotate through the holders;
+- ``least_loaded``: the holder whose node published the fewest queued
+  messages, then the lowest CPU;
+- ``consistent_hash``: by ``key`` on a ring with virtual nodes, so one key
+  reaches one actor while the holders stay the same, and only the keys of
+  a departed holder move;
+- ``broadcast``: every holder.
+
+Peers marked suspect (the transport's heartbeats say they stopped
+answering) are skipped before their lease expires.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from .etcd import EtcdClient, KeyValue, LeaseKeeper, PrefixWatch, WatchEvent
+from .keys import ClusterKeys, decode, encode, validate_name
+from .membership import Load
+
+__all__ = ["Route", "RoutingTable", "Strategy"]
+
+_log = logging.getLogger("taskmesh.cluster.routing")
+
+Strategy = Literal["round_robin", "least_loaded", "consistent_hash", "broadcast"]
+STRATEGIES: tuple[Strategy, ...] = ("round_robin", "least_loaded", "consistent_hash", "broadcast")
+_VNODES = 64
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Route:
+    """One actor that holds a capability: its node, name and transport address."""
+
+    node: str
+    actor: str
+    address: str
+
+
+class _Ring:
+    """A consistent-hash ring over routes, with ``_VNODES`` points per route."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        points = sorted(
+            (_hash(f"{r.node}/{r.actor}#{i}"), r) for r in routes for i in range(_VNODES)
+        )
+        self._hashes = [h for h, _ in points]
+        self._routes = [r for _, r in points]
+
+    def pick(self, key: str, skip: Collection[str] = frozenset()) -> Route | None:
+        """The first route clockwise from ``key`` whose node is not in ``skip``."""
+        if not self._hashes:
+            return None
+        start = bisect.bisect(self._hashes, _hash(key))
+        for i in range(start, start + len(self._routes)):
+            route = self._routes[i % len(self._routes)]
+            if route.node not in skip:
+                return route
+        return None
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+class RoutingTable:
+    """Publishes this node's routes and answers route queries from the local table.
+
+    ``load_of(node)`` returns a node's published `Load` (for
+    ``least_loaded``); the facade passes the membership view. Queries are
+    safe from any thread.
+    """
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        keeper: LeaseKeeper,
+        keys: ClusterKeys,
+        node: str,
+        *,
+        load_of: Callable[[str], Load | None] = lambda node: None,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self.node = node
+        self._load_of = load_of
+        self._lock = threading.Lock()
+        self._table: dict[str, set[Route]] = {}
+        self._mine: dict[str, tuple[frozenset[str], str]] = {}
+        self._suspects: set[str] = set()
+        self._counter = itertools.count()
+        self._rings: dict[str, _Ring] = {}
+        self._keeper = keeper
+        self._watch = PrefixWatch(
+            client, keys.routes, on_reset=self._reset, on_event=self._event, name="routes"
+        )
+        keeper.on_acquired(self._republish)
+
+    def start(self, *, timeout: float = 10.0) -> None:
+        """Start the watch and wait for the first snapshot."""
+        self._watch.start(wait=timeout)
+
+    def stop(self) -> None:
+        """Stop the watch. Published routes go with the lease."""
+        self._watch.stop()
+
+    # --- publishing ---------------------------------------------------------
+
+    def publish(self, actor: str, capabilities: Iterable[str], address: str) -> None:
+        """Advertise that ``actor`` (at ``address``) holds ``capabilities``.
+
+        Raises `LeaseLost` while this node has no valid lease.
+        """
+        caps = frozenset(validate_name(c, "capability") for c in capabilities)
+        validate_name(actor, "actor name")
+        lease = self._keeper.require()
+        with self._lock:
+            old = self._mine.get(actor)
+            self._mine[actor] = (caps, address)
+        for cap in caps:
+            value = encode({"address": address})
+            self._client.put(self._keys.route(cap, self.node, actor), value, lease=lease)
+        for cap in (old[0] - caps) if old else ():
+            self._client.delete(self._keys.route(cap, self.node, actor))
+
+    def unpublish(self, actor: str) -> None:
+        """Withdraw every route of ``actor``."""
+        with self._lock:
+            old = self._mine.pop(actor, None)
+        for cap in old[0] if old else ():
+            self._client.delete(self._keys.route(cap, self.node, actor))
+
+    def _republish(self, lease: int) -> None:
+        """Lease thread: publish every route again under the new lease."""
+        with self._lock:
+            mine = dict(self._mine)
+        for actor, (caps, address) in mine.items():
+            for cap in caps:
+                value = encode({"address": address})
+                self._client.put(self._keys.route(cap, self.node, actor), value, lease=lease)
+
+    # --- suspects -----------------------------------------------------------
+
+    def mark_suspect(self, node: str) -> None:
+        """Skip ``node``'s actors until `clear_suspect` (called by the transport)."""
+        with self._lock:
+            self._suspects.add(node)
+            self._rings.clear()
+
+    def clear_suspect(self, node: str) -> None:
+        """Route to ``node`` again."""
+        with self._lock:
+            self._suspects.discard(node)
+            self._rings.clear()
+
+    @property
+    def suspects(self) -> frozenset[str]:
+        """Nodes currently skipped."""
+        with self._lock:
+            return frozenset(self._suspects)
+
+    # --- queries ------------------------------------------------------------
+
+    def capabilities(self) -> dict[str, list[Route]]:
+        """The whole table: capability to its holders (suspects included)."""
+        with self._lock:
+            return {cap: sorted(routes) for cap, routes in self._table.items() if routes}
+
+    def routes(self, capability: str) -> list[Route]:
+        """Holders of ``capability`` that are not suspect, sorted."""
+        with self._lock:
+            return self._healthy(capability)
+
+    def _healthy(self, capability: str) -> list[Route]:
+        held = self._table.get(capability, ())
+        return sorted(r for r in held if r.node not in self._suspects)
+
+    def pick(
+        self,
+        capability: str,
+        strategy: Strategy = "round_robin",
+        *,
+        key: str | None = None,
+        exclude: Collection[str] = frozenset(),
+    ) -> list[Route]:
+        """The target(s) for a message to ``capability``; empty when none is healthy.
+
+        One route except for ``broadcast``. ``consistent_hash`` needs ``key``.
+        Routes on nodes in ``exclude`` are skipped (a retry after a node
+        failed); with ``consistent_hash`` the key moves to the next holder
+        on the ring, as it would if those nodes had left.
+        """
+        with self._lock:
+            routes = [r for r in self._healthy(capability) if r.node not in exclude]
+            if not routes:
+                return []
+            if strategy == "broadcast":
+                return routes
+            if strategy == "round_robin":
+                return [routes[next(self._counter) % len(routes)]]
+            if strategy == "consistent_hash":
+                if key is None:
+                    raise ValueError("consistent_hash needs a key")
+                ring = self._rings.get(capability)
+                if ring is None:
+                    ring = self._rings[capability] = _Ring(self._healthy(capability))
+                chosen = ring.pick(key, exclude)
+                return [chosen] if chosen else []
+            if strategy == "least_loaded":
+                return [self._least_loaded(routes)]
+        raise ValueError(f"unknown routing strategy {strategy!r}; use one of {STRATEGIES}")
+
+    def _least_loaded(self, routes: list[Route]) -> Route:
+        def score(route: Route) -> tuple[int, float]:
+            load = self._load_of(route.node)
+            return (load.mailbox, load.cpu) if load else (0, 0.0)
+
+        best = min(score(r) for r in routes)
+        tied = [r for r in routes if score(r) == best]
+        return tied[next(self._counter) % len(tied)]
+
+    # --- watch thread -------------------------------------------------------
+
+    def _parse(self, key: str) -> tuple[str, str, str] | None:
+        parts = ClusterKeys.tail(self._keys.routes, key).split("/")
+        return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+    def _reset(self, kvs: list[KeyValue], revision: int) -> None:
+        table: dict[str, set[Route]] = {}
+        for kv in kvs:
+            parsed = self._parse(kv.key)
+            if parsed:
+                cap, node, actor = parsed
+                address = str(decode(kv.value).get("address", ""))
+                table.setdefault(cap, set()).add(Route(node, actor, address))
+        with self._lock:
+            self._table = table
+            self._rings.clear()
+
+    def _event(self, event: WatchEvent) -> None:
+        parsed = self._parse(event.kv.key)
+        if not parsed:
+            return
+        cap, node, actor = parsed
+        with self._lock:
+            held = self._table.setdefault(cap, set())
+            for route in [r for r in held if r.node == node and r.actor == actor]:
+                held.discard(route)
+            if event.kind == "put":
+                address = str(decode(event.kv.value).get("address", ""))
+                held.add(Route(node, actor, address))
+            self._rings.pop(cap, None)

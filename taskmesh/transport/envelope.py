@@ -1,0 +1,189 @@
+"""The wire format: msgpack envelopes in versioned frames.
+
+One ZeroMQ frame carries a batch of envelopes from one sender::
+
+    frame    = [version, sender, envelope, envelope, ...]     (a msgpack array)
+    envelope = [kind, target, correlation_id, deadline_ms, payload]
+    ask      = [ASK, target, correlation_id, deadline_ms, payload, idempotency_key]?
+
+``version`` is :data:`PROTOCOL_VERSION`; ``sender`` is the sending node's
+advertised address; ``target`` the actor name (``None`` for replies and
+heartbeats); ``deadline_ms`` the time the asker has left, in milliseconds
+(``None`` for no deadline), because clocks differ between machines: the
+receiver turns it into a local monotonic deadline.
+
+Envelopes are encoded in the sending thread, so a value msgpack cannot
+encode (:class:`~taskmesh.errors.InvalidMessage`) or an oversized message
+(:class:`~taskmesh.errors.MessageTooLarge`) fails at the caller. The I/O
+thread only concatenates encoded envelopes behind a frame header, which is
+why a batch costs one ``send`` and one ``unpackb``. Nothing is ever
+unpickled; msgpack extension types are refused (the standard Timestamp
+type decodes to ``msgpack.Timestamp``).
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from typing import Any, Final
+
+import msgpack
+
+from taskmesh.errors import (
+    ActorNotFound,
+    AskTimeout,
+    InvalidMessage,
+    MailboxFull,
+    MalformedFrame,
+    MessageTooLarge,
+    PeerUnreachable,
+    RemoteError,
+)
+
+__all__ = [
+    "ASK",
+    "FAIL",
+    "KINDS",
+    "PING",
+    "PONG",
+    "PROTOCOL_VERSION",
+    "REPLY",
+    "TELL",
+    "decode_frame",
+    "encode_envelope",
+    "encode_failure",
+    "error_from_failure",
+    "frame_prefix",
+    "join_frame",
+]
+
+PROTOCOL_VERSION: Final = 1
+
+TELL: Final = 1
+ASK: Final = 2
+REPLY: Final = 3
+FAIL: Final = 4
+PING: Final = 5
+PONG: Final = 6
+KINDS: Final = frozenset({TELL, ASK, REPLY, FAIL, PING, PONG})
+
+# Error codes carried by a FAIL envelope: [code, type_name, message, traceback].
+_REMOTE: Final = 0
+_NOT_FOUND: Final = 1
+_MAILBOX_FULL: Final = 2
+_TIMEOUT: Final = 3
+_UNREACHABLE: Final = 4
+_CODES: Final[dict[type[BaseException], int]] = {
+    ActorNotFound: _NOT_FOUND,
+    MailboxFull: _MAILBOX_FULL,
+    AskTimeout: _TIMEOUT,
+    PeerUnreachable: _UNREACHABLE,
+}
+_TYPES: Final[dict[int, type[Exception]]] = {
+    _NOT_FOUND: ActorNotFound,
+    _MAILBOX_FULL: MailboxFull,
+    _TIMEOUT: AskTimeout,
+    _UNREACHABLE: PeerUnreachable,
+}
+
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+
+
+def encode_envelope(
+    kind: int,
+    target: str | None,
+    correlation_id: int,
+    deadline_ms: int | None,
+    payload: Any,
+    max_size: int,
+    idempotency_key: str | None = None,
+) -> bytes:
+    """Encode one envelope; runs in the sending thread.
+
+    An ask with an ``idempotency_key`` carries it as a sixth element.
+
+    Raises :class:`InvalidMessage` if msgpack cannot encode ``payload`` and
+    :class:`MessageTooLarge` if the result exceeds ``max_size`` bytes.
+    """
+    try:
+        if idempotency_key is None:
+            data: bytes = _packb([kind, target, correlation_id, deadline_ms, payload])
+        else:
+            envelope = [kind, target, correlation_id, deadline_ms, payload, idempotency_key]
+            data = _packb(envelope)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidMessage(f"message cannot be encoded as msgpack: {exc}") from exc
+    if len(data) > max_size:
+        raise MessageTooLarge(f"encoded message is {len(data)} bytes, the limit is {max_size}")
+    return data
+
+
+def encode_failure(correlation_id: int, exc: BaseException, max_size: int) -> bytes:
+    """Encode a FAIL envelope that re-raises ``exc`` (or a RemoteError) at the asker."""
+    code = _CODES.get(type(exc), _REMOTE)
+    tb = "".join(_traceback.format_exception(exc)) if code == _REMOTE else ""
+    body = [code, type(exc).__name__, str(exc)[:4096], tb[-16384:]]
+    try:
+        return encode_envelope(FAIL, None, correlation_id, None, body, max_size)
+    except MessageTooLarge:  # a small cap: keep what fits, the type name first
+        body = [code, type(exc).__name__[:64], str(exc)[: max_size // 4], ""]
+        return encode_envelope(FAIL, None, correlation_id, None, body, 1 << 20)
+
+
+def error_from_failure(body: Any) -> Exception:
+    """Turn a FAIL envelope's payload back into the exception to raise."""
+    if type(body) is not list or len(body) != 4:
+        return RemoteError("MalformedFrame", "unreadable error reply")
+    code, type_name, message, tb = body
+    known = _TYPES.get(code) if type(code) is int else None
+    if known is not None:
+        return known(str(message))
+    return RemoteError(str(type_name), str(message), str(tb))
+
+
+def frame_prefix(sender: str) -> bytes:
+    """The encoded ``version, sender`` part of every frame a node sends."""
+    prefix: bytes = _packb(PROTOCOL_VERSION) + _packb(sender)
+    return prefix
+
+
+def join_frame(prefix: bytes, envelopes: list[bytes]) -> bytes:
+    """Build one frame from a prefix and encoded envelopes; runs in the I/O thread."""
+    n = len(envelopes) + 2
+    if n < 16:
+        head = bytes((0x90 | n,))
+    elif n < 0x10000:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    return head + prefix + b"".join(envelopes)
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not accepted")
+
+
+def decode_frame(data: bytes) -> list[Any]:
+    """Decode a frame into ``[version, sender, envelope, ...]``.
+
+    Checks only the frame itself (array, version, sender); each envelope is
+    checked by its consumer. Raises :class:`MalformedFrame` on anything
+    else. Declared lengths are bounded by the frame's own size, so a hostile
+    length cannot make the decoder allocate more than it received.
+    """
+    try:
+        frame = _unpackb(
+            data,
+            raw=False,
+            strict_map_key=False,
+            ext_hook=_refuse_ext,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise MalformedFrame(f"undecodable frame: {type(exc).__name__}: {exc}") from None
+    if type(frame) is not list or len(frame) < 2:
+        raise MalformedFrame("frame is not an array of [version, sender, envelopes...]")
+    if frame[0] != PROTOCOL_VERSION or type(frame[0]) is not int:
+        raise MalformedFrame(f"unknown protocol version {frame[0]!r}")
+    if type(frame[1]) is not str:
+        raise MalformedFrame("sender is not a string")
+    return frame

@@ -1,0 +1,46 @@
+"""Every example is a program a newcomer runs first: run each one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+
+
+def test_pingpong_rallies_between_two_node_processes() -> None:
+    done = run("examples/pingpong.py", "--rallies", "200")
+    assert done.returncode == 0, done.stderr
+    assert "200 rallies across two nodes" in done.stdout
+    assert "both nodes stopped" in done.stdout
+
+
+def test_only_the_gpu_node_gets_gpu_work() -> None:
+    done = run("examples/gpu_routing.py")
+    assert done.returncode == 0, done.stderr
+    assert "gpu jobs per node: {'edge-gpu': 10}" in done.stdout
+    assert "cpu jobs per node: {'edge-1': 3, 'edge-2': 3, 'edge-gpu': 3}" in done.stdout
+
+
+def test_the_edge_cluster_survives_losing_an_etcd_member() -> None:
+    done = run("examples/edge/edge_cluster.py")
+    assert done.returncode == 0, done.stderr
+    assert "members: ['board-0', 'board-1', 'board-2']" in done.stdout
+    assert "sensor readings came from: ['board-0', 'board-1', 'board-2']" in done.stdout
+    for i in range(3):
+        assert f"sensor-board-{i} -> {{'board': 'board-{i}'" in done.stdout
+    assert "cluster stopped" in done.stdout

@@ -1,0 +1,40 @@
+"""``--app`` functions the node integration tests start nodes with."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import taskmesh
+from taskmesh.node import Node
+
+
+class Echo(taskmesh.Actor):
+    """Answers with the message and where it ran; {"sleep": s} waits first."""
+
+    capabilities = ("echo",)
+
+    def receive(self, message: Any) -> Any:
+        if isinstance(message, dict) and "sleep" in message:
+            print("taskmesh: app: sleeping", flush=True)  # the drain test waits for this
+            threading.Event().wait(float(message["sleep"]))
+        if isinstance(message, dict) and message.get("fail"):
+            raise ValueError(str(message["fail"]))
+        return {"echo": message, "node": self.system_node, "pid": os.getpid()}
+
+    @property
+    def system_node(self) -> str:
+        return os.environ.get("TASKMESH_TEST_NODE", "?")
+
+
+def echo(node: Node) -> None:
+    node.spawn(Echo, name=f"echo-{node.node_id}")
+
+
+def named_echo(node: Node) -> None:
+    node.spawn(Echo, name="echo")
+
+
+def broken(node: Node) -> None:
+    raise RuntimeError("the app is broken")

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import taskmesh
+from taskmesh.actors import ActorSystem, Reply
+from taskmesh.actors.idempotency import IdempotencyCache
+
+
+class Counter(taskmesh.Actor):
+    """Applies an effect per message and answers how often it was applied."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.applied: dict[str, int] = {}
+        self.gate = gate
+
+    def receive(self, message: Any) -> Any:
+        if self.gate is not None:
+            self.gate.wait(30)
+        if message == "fail":
+            raise ValueError("effect failed")
+        self.applied[message] = self.applied.get(message, 0) + 1
+        return self.applied[message]
+
+
+def test_a_repeated_key_is_answered_from_memory_without_running_again(system: ActorSystem) -> None:
+    ref = system.spawn(Counter, name="c")
+    assert ref.ask("order-42", idempotency_key="k1") == 1
+    assert ref.ask("order-42", idempotency_key="k1") == 1
+    assert ref.ask("order-42", idempotency_key="k2") == 2
+    assert ref.ask("order-42") == 3
+
+
+def test_a_repeat_while_the_first_runs_waits_for_the_same_answer(system: ActorSystem) -> None:
+    gate = threading.Event()
+    ref = system.spawn(Counter, name="c", gate=gate)
+    first = ref.ask_async("x", timeout=30, idempotency_key="k")
+    second = ref.ask_async("x", timeout=30, idempotency_key="k")
+    gate.set()
+    assert (first.get(30), second.get(30)) == (1, 1)
+
+
+def test_an_error_is_remembered_too(system: ActorSystem) -> None:
+    ref = system.spawn(Counter, name="c")
+    with pytest.raises(ValueError):
+        ref.ask("fail", idempotency_key="k")
+    with pytest.raises(ValueError):
+        ref.ask("fail", idempotency_key="k")
+    assert system.restart_count == 1
+
+
+def test_deliver_honours_keys_like_a_local_ask(system: ActorSystem) -> None:
+    system.spawn(Counter, name="c")
+    replies = [Reply() for _ in range(3)]
+    for reply in replies:
+        system.deliver("c", "m", reply, None, "key")
+    assert [r.get(10) for r in replies] == [1, 1, 1]
+
+
+def test_keys_expire_after_the_ttl_and_the_memory_is_bounded() -> None:
+    now = [0.0]
+    cache = IdempotencyCache(capacity=2, ttl=10.0, clock=lambda: now[0])
+    first = cache.admit("a", "k1", Reply())
+    assert first is not None
+    first.set("done")
+    assert cache.admit("a", "k1", Reply()) is None  # remembered
+    now[0] = 11.0
+    assert cache.admit("a", "k1", Reply()) is not None  # expired: runs again
+    cache.admit("a", "k2", Reply())
+    cache.admit("a", "k3", Reply())
+    assert len(cache) == 2
