@@ -8,9 +8,9 @@ capability at every send.
 
 Both offer at-least-once asks: ``ask(..., retries=N, idempotency_key=K)``
 tries again, on another holder where there is one, when the node it asked
-is known lost (the transport suspects it, or its lease expired and the
-caches dropped it), with exponential backoff, inside the one overall
-timeout. The key lets the receiving node answer a repeat from memory.
+is known lost (the transport reports it unreachable, or its lease expired
+and it left the member cache, also while the ask is in flight), with
+exponential backoff, inside the one overall timeout. The key lets the receiving node answer a repeat from memory.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ _STRATEGIES = ("round_robin", "least_loaded", "consistent_hash", "broadcast")
 
 _RETRY_FIRST = 0.05
 _RETRY_MAX = 1.0
+_MEMBER_CHECK = 0.25
+"""Seconds between checks, while an ask with retries waits, that its node is
+still a member: a node cut off without a TCP reset (a partition, a frozen
+host) is then given up when its lease expires, not at the ask's timeout."""
 
 
 class Target(Protocol):
@@ -64,6 +68,10 @@ class Resolver(Protocol):
         nodes in ``exclude`` (caller's thread)."""
         ...
 
+    def is_member(self, node: str) -> bool:
+        """Whether ``node`` is still a live member, from cache (caller's thread)."""
+        ...
+
 
 def _ask_with_retries(
     resolver: Resolver,
@@ -90,11 +98,13 @@ def _ask_with_retries(
             try:
                 if located is None:
                     raise ActorNotFound(f"no actor {what} in the cluster")
-                _, target = located
+                node, target = located
                 reply = target.ask_async(
                     message, timeout=remaining, idempotency_key=idempotency_key
                 )
-                return reply.get(remaining)
+                if retries == 0:
+                    return reply.get(remaining)
+                return _await(resolver, node, reply, deadline)
             except AskTimeout:
                 raise AskTimeout(f"no reply from the actor {what} within {timeout:g} s") from None
             except (PeerUnreachable, ActorNotFound) as error:
@@ -107,6 +117,20 @@ def _ask_with_retries(
                 time.sleep(pause)  # backoff before the next holder
     finally:
         resolver.ask_latency.observe(time.perf_counter() - started)
+
+
+def _await(resolver: Resolver, node: str, reply: Reply, deadline: float) -> Any:
+    """``reply.get`` that raises :class:`PeerUnreachable` once ``node`` has
+    left the cluster (its lease expired), so the caller retries elsewhere."""
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return reply.get(min(remaining, _MEMBER_CHECK))
+        except AskTimeout:
+            if remaining <= _MEMBER_CHECK:
+                raise
+        if not resolver.is_member(node):
+            raise PeerUnreachable(f"node {node!r} left the cluster (its lease expired)")
 
 
 class NamedRef:

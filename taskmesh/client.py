@@ -158,6 +158,9 @@ class Client:
         routes = self._view.route(capability, strategy, key=key, exclude=exclude)  # type: ignore[arg-type]
         return [(r.node, self._remote(r.node, r.address, r.actor)) for r in routes]
 
+    def is_member(self, node: str) -> bool:
+        return self._view.membership.get(node) is not None
+
     def _remote(self, node: str, address: str, name: str) -> Target:
         server_key = None
         if self._keys is not None:

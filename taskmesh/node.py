@@ -105,6 +105,7 @@ class Node:
         self.embedded_etcd: EmbeddedEtcd | None = None
         self.member: ClusterMember | None = None
         self._address_to_node: dict[str, str] = {}
+        self._singletons: dict[str, tuple[type[Actor], tuple[Any, ...], dict[str, Any]]] = {}
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._lock = threading.Lock()
 
@@ -144,6 +145,8 @@ class Node:
                 ),
                 mailbox_total=lambda: sum(self.system.mailbox_depths().values()),
                 messages_total=lambda: self.transport.counters.messages_in,
+                singleton_start=self._start_singleton,
+                singleton_stop=self._stop_singleton,
             ).start()
         except BaseException:
             self.stop()
@@ -230,6 +233,45 @@ class Node:
             **kwargs,
         )
 
+    def singleton(
+        self, actor: type[Actor], *args: Any, name: str, capability: str, **kwargs: Any
+    ) -> NamedRef:
+        """Declare a cluster singleton (a durable name): one instance of
+        ``actor`` runs under ``name`` on one node labelled ``capability``,
+        placed by the leader and re-placed on another such node when its
+        node dies. Every node that may host it declares it the same way (in
+        its ``--app`` code); the instance starts with fresh state (and an
+        empty idempotency memory) wherever it lands. Returns a ref to it."""
+        if self.member is None or self._state != "running":
+            raise ConfigError("singleton needs a running node: call start() first")
+        validate_name(name)
+        validate_capability(capability)
+        self._singletons[name] = (actor, args, kwargs)
+        self.member.declare_singleton(name, capability)
+        return self.ref(name)
+
+    def _start_singleton(self, name: str, capability: str) -> None:
+        """Placement callback (the placements watch thread): run it here."""
+        declared = self._singletons.get(name)
+        if declared is None:
+            log.error(
+                "singleton %r was placed on this node (label %r) but this node's code does "
+                "not declare it; declare it with node.singleton() on every %r node",
+                name, capability, capability,
+            )  # fmt: skip
+            return
+        actor, args, kwargs = declared
+        try:
+            self.system.spawn(actor, *args, name=name, **kwargs)
+        except Exception:
+            log.exception("could not start singleton %r", name)
+
+    def _stop_singleton(self, name: str) -> None:
+        """Placement callback (watch or lease thread): stop it here, now."""
+        cell = self.system._cells.get(name)
+        if cell is not None:
+            cell.stop_and_wait(self.system.stop_timeout)
+
     def ref(self, name: str) -> NamedRef:
         """A ref to the actor ``name`` on any node of the cluster."""
         return NamedRef(self, validate_name(name))
@@ -274,6 +316,10 @@ class Node:
             else:
                 targets.append((route.node, self._remote(route.node, route.address, route.actor)))
         return targets
+
+    def is_member(self, node: str) -> bool:
+        member = self.member
+        return node == self.node_id or member is None or member.membership.get(node) is not None
 
     def _remote(self, node: str, address: str, name: str) -> Target:
         self._address_to_node[address] = node

@@ -107,13 +107,15 @@ class _Ports:
 
 
 class EmbeddedEtcd:
-    """One etcd member running as a child process on 127.0.0.1.
+    """One etcd member running as a child process on ``host`` (127.0.0.1).
 
     ``data_dir`` keeps the member's data (a temporary directory, removed on
     `stop`, when not given). Ports default to free ones picked at start;
     after a `stop` the same instance restarts on the same ports and data.
     ``initial_cluster`` and ``name`` are set by `start_quorum`; leave them
-    alone for a single member.
+    alone for a single member. ``host`` is the address both ports bind
+    to (another local address makes etcd reachable from elsewhere, e.g.
+    from network namespaces in tests).
     """
 
     def __init__(
@@ -128,8 +130,10 @@ class EmbeddedEtcd:
         start_timeout: float = 30.0,
         log_level: str = "warn",
         extra_args: Sequence[str] = (),
+        host: str = "127.0.0.1",
     ) -> None:
         self._binary = find_etcd_binary(binary)
+        self._host = host
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._name = name
         self._fixed_ports = client_port is not None and peer_port is not None
@@ -143,15 +147,15 @@ class EmbeddedEtcd:
 
     @property
     def endpoint(self) -> str:
-        """The client URL, ``http://127.0.0.1:PORT``."""
+        """The client URL, ``http://HOST:PORT``."""
         if self._ports.client == 0:
             raise ClusterError("embedded etcd has no port before start()")
-        return f"http://127.0.0.1:{self._ports.client}"
+        return f"http://{self._host}:{self._ports.client}"
 
     @property
     def peer_url(self) -> str:
-        """The peer URL, ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self._ports.peer}"
+        """The peer URL, ``http://HOST:PORT``."""
+        return f"http://{self._host}:{self._ports.peer}"
 
     @property
     def data_dir(self) -> Path:
@@ -185,7 +189,7 @@ class EmbeddedEtcd:
         attempts = 1 if (self._fixed_ports or self._ports.client) else _START_ATTEMPTS
         for attempt in range(attempts):
             if attempts > 1:
-                self._ports = _Ports(free_port(), free_port())
+                self._ports = _Ports(free_port(self._host), free_port(self._host))
             self._spawn()
             if not wait:
                 return self

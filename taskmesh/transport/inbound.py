@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import zmq
 
-from taskmesh.actors.future import Reply
+from taskmesh.actors.future import Reply, ReplyTo
 from taskmesh.errors import ActorNotFound, AskTimeout, MailboxFull, MalformedFrame
 from taskmesh.transport.envelope import (
     ASK,
@@ -125,7 +125,7 @@ class Inbound(IOState):
             return
         if len(data) > t.max_message_size and self._too_long(data, frame):
             return
-        deliveries = self.deliveries
+        deliver = t._deliver
         replies = t._replies
         delivered = 0
         for i in range(2, len(frame)):
@@ -145,7 +145,11 @@ class Inbound(IOState):
             kind = env[0]
             if kind == TELL:
                 delivered += 1
-                deliveries.append((env[1], env[4], None, None, None, frame[1]))
+                try:
+                    deliver(env[1], env[4], None, None)
+                except Exception as exc:
+                    t.dead_letter(frame[1], env[1], env[4], "deliver_failed")
+                    self.limited.warning("deliver", "deliver failed for a tell: %r", exc)
             elif kind == ASK:
                 delivered += self._ask(identity, frame[1], env, None)
             else:
@@ -171,35 +175,18 @@ class Inbound(IOState):
                 t._replies.append((identity, self._failure(cid, AskTimeout("expired"))))
                 return 1
             deadline = t.clock() + ms / 1000.0
-        self.deliveries.append((env[1], env[4], InboundReply(t, identity, cid), deadline, key, ""))
+        reply: ReplyTo = InboundReply(t, identity, cid)
+        try:
+            if key is None:
+                t._deliver(env[1], env[4], reply, deadline)
+            else:
+                t._deliver(env[1], env[4], reply, deadline, key)
+        except (ActorNotFound, MailboxFull) as exc:
+            t._replies.append((identity, self._failure(cid, exc)))
+        except Exception as exc:
+            self.limited.warning("deliver", "deliver failed for an ask: %r", exc)
+            t._replies.append((identity, self._failure(cid, exc)))
         return 1
-
-    def _deliver(self) -> None:
-        """Hand what arrived to ``deliver``, in arrival order.
-
-        Called last before the I/O thread polls (and so releases the GIL):
-        an actor woken by its mailbox then finds the GIL free instead of
-        waking only to wait for it.
-        """
-        t = self.t
-        deliver = t._deliver
-        for target, message, reply, deadline, key, sender in self.deliveries:
-            try:
-                if reply is None:
-                    deliver(target, message, None, None)
-                elif key is None:
-                    deliver(target, message, reply, deadline)
-                else:
-                    deliver(target, message, reply, deadline, key)
-            except Exception as exc:
-                if reply is None:
-                    t.dead_letter(sender, target, message, "deliver_failed")
-                    self.limited.warning("deliver", "deliver failed for a tell: %r", exc)
-                    continue
-                if not isinstance(exc, (ActorNotFound, MailboxFull)):
-                    self.limited.warning("deliver", "deliver failed for an ask: %r", exc)
-                reply.fail(exc)
-        self.deliveries.clear()
 
     def _too_long(self, data: bytes, frame: list[Any]) -> bool:
         """Drop a frame longer than any honest sender builds: one message

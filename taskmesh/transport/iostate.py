@@ -17,7 +17,6 @@ import zmq
 if TYPE_CHECKING:
     from taskmesh.actors.future import Reply
     from taskmesh.transport.counters import RateLimitedLog
-    from taskmesh.transport.inbound import InboundReply
     from taskmesh.transport.link import Link
     from taskmesh.transport.transport import Transport
 
@@ -59,8 +58,6 @@ class IOState:
     pong: bytes
     limited: RateLimitedLog
     answered: list[tuple[Reply, list[Any]]]
-    # (target, message, reply or None, deadline, idempotency key, sender)
-    deliveries: list[tuple[str, Any, InboundReply | None, float | None, str | None, str]]
     reply_backlog: dict[bytes, deque[tuple[bytes, int]]]
     batch_bytes: int
     max_frame: int

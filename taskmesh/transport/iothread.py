@@ -77,7 +77,6 @@ class IOThread(Inbound, Outbound, Liveness):
         self.poller = zmq.Poller()
         self.links: list[Link] = []
         self.reply_backlog: dict[bytes, deque[tuple[bytes, int]]] = {}
-        self.deliveries = []
         self.answered: list[tuple[Reply, list[Any]]] = []  # replies not yet handed over
         self.by_socket: dict[zmq.Socket[bytes], Link] = {}
         self.by_monitor: dict[zmq.Socket[bytes], Link] = {}
@@ -197,9 +196,6 @@ class IOThread(Inbound, Outbound, Liveness):
                     ):
                         busy = True
                         break
-            if self.deliveries:
-                self._deliver()  # last-moment too, see Inbound._deliver
-                busy = busy or bool(replies)
             if answered:
                 # Wake askers last, just before poll releases the GIL, so a
                 # woken asker does not wake only to wait for the GIL again.
@@ -271,7 +267,6 @@ class IOThread(Inbound, Outbound, Liveness):
             if entry is not None:
                 entry[0].fail(exc)
         t._replies.clear()
-        self.deliveries.clear()  # their askers see the connection close
         self._answer(self.answered)
         self._close(live)
 

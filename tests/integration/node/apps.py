@@ -38,3 +38,18 @@ def named_echo(node: Node) -> None:
 
 def broken(node: Node) -> None:
     raise RuntimeError("the app is broken")
+
+
+class Clock(taskmesh.Actor):
+    """A cluster singleton: answers with the node it runs on and its tick count."""
+
+    def on_start(self) -> None:
+        self.ticks = 0
+
+    def receive(self, message: Any) -> Any:
+        self.ticks += 1
+        return {"node": os.environ.get("TASKMESH_TEST_NODE", "?"), "ticks": self.ticks}
+
+
+def clock(node: Node) -> None:
+    node.singleton(Clock, name="clock", capability="timekeeper")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,14 +28,18 @@ def env(**extra: str) -> dict[str, str]:
 
 
 class NodeProcess:
-    """A ``taskmesh node`` child process; reads its status lines."""
+    """A ``taskmesh node`` child process; reads its status lines.
 
-    def __init__(self, *args: str, name: str, cwd: Path = ROOT) -> None:
+    ``prefix`` runs it under another command (``ip netns exec NS`` for a
+    node in a network namespace).
+    """
+
+    def __init__(self, *args: str, name: str, cwd: Path = ROOT, prefix: Sequence[str] = ()) -> None:
         self.name = name
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.proc = subprocess.Popen(
-            [*taskmesh_cmd(), "node", "--name", name, *args],
+            [*prefix, *taskmesh_cmd(), "node", "--name", name, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,9 +1,8 @@
 """Measure: SIGKILL of a member process -> its leave in every other member's view.
 
-Run: ``.venv/bin/python tests/integration/cluster/kill_to_leave.py [rounds]``.
+Run: ``.venv/bin/python benchmarks/membership.py [rounds]``.
 Default settings (lease TTL 3 s). Three in-process observers; the time is
 taken from os.kill to each observer's leave event (members watch thread).
-Not a test module; belongs in benchmarks/ once that exists.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.etcd_fixtures
 
 from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, MemberEvent
 from tests.etcd_fixtures import child_member, unique_cluster, wait_until
