@@ -78,7 +78,11 @@ class Liveness(IOState):
             link.blocked = False
             self.poller.register(link.socket, _POLLIN)
         self._fail_queued(link)
-        self._fail_pending(link, PeerUnreachable(f"{link.address} is unreachable: {reason}"))
+        exc = PeerUnreachable(f"{link.address} is unreachable: {reason}")
+        pending = self.t._pending
+        for cid, entry in list(pending.items()):
+            if entry[1] is link and pending.pop(cid, None) is not None:
+                entry[0].fail(exc)
         if was == UP:
             log.warning("link to %s is down: %s", link.address, reason)
         else:
@@ -86,13 +90,6 @@ class Liveness(IOState):
                 "down:" + link.address, "cannot reach %s: %s", link.address, reason
             )
         self._emit(link.address, DOWN)
-
-    def _fail_pending(self, link: Link, error: PeerUnreachable) -> None:
-        """Fail every ask waiting for a reply from ``link``."""
-        pending = self.t._pending
-        for cid, entry in list(pending.items()):
-            if entry[1] is link and pending.pop(cid, None) is not None:
-                entry[0].fail(error)
 
     def _tick(self, now: float) -> None:
         """Heartbeats, suspicion, and asks past their deadline.
@@ -119,12 +116,8 @@ class Liveness(IOState):
                 link.suspect = True
                 counters.suspect_peers += 1
                 counters.suspect_events += 1
-                silent = now - link.last_seen
-                log.warning("peer %s is suspect: no answer for %.1f s", link.address, silent)
-                # Fail the asks waiting on it now rather than at their timeout, so
-                # callers with retries move on to another holder (failover < 2 s).
-                self._fail_pending(
-                    link, PeerUnreachable(f"{link.address} stopped answering for {silent:.1f} s")
+                log.warning(
+                    "peer %s is suspect: no answer for %.1f s", link.address, now - link.last_seen
                 )
                 self._emit(link.address, "suspect")
             link.queue.append(self.ping)
