@@ -129,7 +129,7 @@ def keygen(
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: errors become one line and an exit code."""
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="taskmesh", standalone_mode=False)
     except NoArgsIsHelpError as error:
         print(error.format_message() if not error.ctx else error.ctx.get_help(), file=sys.stderr)
         raise SystemExit(2) from None

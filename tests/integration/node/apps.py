@@ -15,7 +15,15 @@ class Echo(taskmesh.Actor):
 
     capabilities = ("echo",)
 
+    def on_start(self) -> None:
+        self.told: list[Any] = []
+
     def receive(self, message: Any) -> Any:
+        if isinstance(message, dict) and "record" in message:
+            self.told.append(message["record"])
+            return None
+        if message == "told":
+            return self.told
         if isinstance(message, dict) and "sleep" in message:
             print("taskmesh: app: sleeping", flush=True)  # the drain test waits for this
             threading.Event().wait(float(message["sleep"]))

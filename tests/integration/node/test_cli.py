@@ -89,8 +89,9 @@ def test_a_remote_exception_and_an_unknown_name_are_one_line_errors(etcd_url: st
         timeout = cli("ask", "echo-gamma", '{"sleep": 5}', "--timeout", "0.5", *flags)
         assert timeout.returncode != 0
         assert timeout.stderr.count("\n") == 1 and "0.5" in timeout.stderr
-        told = cli("tell", "echo-gamma", '{"n": 2}', *flags)
+        told = cli("tell", "echo-gamma", '{"record": 2}', *flags)
         assert told.returncode == 0, told.stderr
+        assert json.loads(cli("ask", "echo-gamma", '"told"', *flags).stdout) == [2]
 
 
 def test_sigterm_drains_in_flight_asks_and_leaves_the_membership(etcd_url: str) -> None:
@@ -156,6 +157,11 @@ def test_the_embedded_etcd_starts_prints_its_url_and_is_joined(tmp_path: object)
         (["members", "--etcd", "localhost:1"], "must be a URL"),
         (["ask", "bad/name", "1", "--etcd", "http://127.0.0.1:9"], "invalid actor name"),
         (["members", "--bogus"], "No such option"),
+        (["actors", "--etcd", "ftp://x"], "must be a URL"),
+        (["routes", "--config", "/nonexistent/taskmesh.toml"], "does not exist"),
+        (["leader", "--cluster", "a/b", "--etcd", "http://127.0.0.1:9"], "cluster"),
+        (["top", "--interval", "soon"], "Invalid value for '--interval'"),
+        (["tell", "x"], "Missing argument"),
         (["node", "--app", "nocolon"], "MODULE:FUNCTION"),
         (["node", "--app", "no_such_module_x:f"], "cannot import"),
         (["node", "--listen", "127.0.0.1:5"], "listen"),
