@@ -46,6 +46,8 @@ def raw_server(count: int) -> None:
     socks = []
     for _ in range(count):
         sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
         sock.bind("tcp://127.0.0.1:*")
         endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
         socks.append(sock)
