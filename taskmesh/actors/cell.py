@@ -24,12 +24,12 @@ import threading
 import time
 from _thread import get_ident
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from taskmesh.actors.directives import Action, Directive, Failed
 from taskmesh.actors.future import Reply, ReplyTo
 from taskmesh.actors.mailbox import STOP, TIMER, WAKE, Mailbox
 from taskmesh.actors.messages import Terminated
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from taskmesh.actors.ref import ActorRef
     from taskmesh.actors.system import ActorSystem
 
-__all__ = ["Action", "Cell", "Directive", "Failed"]
+__all__ = ["Cell"]
 
 log = logging.getLogger("taskmesh.actors")
 
@@ -55,38 +55,6 @@ class _State(Enum):
 
 
 RUNNING, SUSPENDED, DEAD = _State.RUNNING, _State.SUSPENDED, _State.DEAD
-
-
-class Action(Enum):
-    """What a supervisor tells a suspended (or healthy) child to do."""
-
-    RESUME = "resume"
-    RESTART = "restart"  # stop the instance, then start a fresh one after `delay`
-    STOP_INSTANCE = "stop_instance"  # first half of a restart, for group strategies
-    START_INSTANCE = "start_instance"  # second half
-    STOP = "stop"  # for good
-
-
-@dataclass(slots=True)
-class Directive:
-    """A system message from a supervisor to a child cell."""
-
-    action: Action
-    reason: BaseException | None = None
-    delay: float = 0.0
-    ack: Reply | None = None
-    terminated_reason: str = "stopped"
-
-
-@dataclass(slots=True)
-class Failed:
-    """A system message from a child cell to its supervisor: the child
-    failed (``error`` set) or exited normally (``error`` is None) while at
-    ``generation``, and now waits for a directive."""
-
-    child: Cell
-    error: BaseException | None
-    generation: int
 
 
 class Cell(pykka.ThreadingActor):

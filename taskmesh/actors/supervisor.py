@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from taskmesh.actors.actor import Actor
-from taskmesh.actors.cell import Action, Directive, Failed
+from taskmesh.actors.directives import Action, Directive, Failed
 from taskmesh.actors.future import Reply
 from taskmesh.errors import AskTimeout, ConfigError, RestartIntensityExceeded
 

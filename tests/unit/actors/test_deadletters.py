@@ -6,7 +6,7 @@ import pytest
 
 import taskmesh
 from taskmesh.actors import ActorSystem, DeadLetter, DeadLetters
-from taskmesh.actors.cell import Action, Directive
+from taskmesh.actors.directives import Action, Directive
 from tests.unit.actors.support import Worker
 
 
