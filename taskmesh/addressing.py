@@ -8,9 +8,10 @@ capability at every send.
 
 Both offer at-least-once asks: ``ask(..., retries=N, idempotency_key=K)``
 tries again, on another holder where there is one, when the node it asked
-is known lost (the transport reports it unreachable, or its lease expired
-and it left the member cache, also while the ask is in flight), with
-exponential backoff, inside the one overall timeout. The key lets the receiving node answer a repeat from memory.
+is known lost, also while the ask is in flight: the transport reports it
+unreachable or suspects it (missed heartbeats), or its lease expired and it
+left the member cache. It backs off exponentially, all inside the one
+overall timeout. The key lets the receiving node answer a repeat from memory.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ _STRATEGIES = ("round_robin", "least_loaded", "consistent_hash", "broadcast")
 
 _RETRY_FIRST = 0.05
 _RETRY_MAX = 1.0
-_MEMBER_CHECK = 0.25
+_LIVENESS_CHECK = 0.1
 """Seconds between checks, while an ask with retries waits, that its node is
-still a member: a node cut off without a TCP reset (a partition, a frozen
-host) is then given up when its lease expires, not at the ask's timeout."""
+still reachable: a node cut off without a TCP reset (a partition, a frozen
+host) is given up once suspected or gone from the members, not at the
+ask's timeout."""
 
 
 class Target(Protocol):
@@ -68,8 +70,9 @@ class Resolver(Protocol):
         nodes in ``exclude`` (caller's thread)."""
         ...
 
-    def is_member(self, node: str) -> bool:
-        """Whether ``node`` is still a live member, from cache (caller's thread)."""
+    def reachable(self, node: str) -> bool:
+        """Whether ``node`` is a live member that the transport does not
+        suspect, from caches (caller's thread)."""
         ...
 
 
@@ -120,17 +123,17 @@ def _ask_with_retries(
 
 
 def _await(resolver: Resolver, node: str, reply: Reply, deadline: float) -> Any:
-    """``reply.get`` that raises :class:`PeerUnreachable` once ``node`` has
-    left the cluster (its lease expired), so the caller retries elsewhere."""
+    """``reply.get`` that raises :class:`PeerUnreachable` once ``node`` is
+    suspected or has left the cluster, so the caller retries elsewhere."""
     while True:
         remaining = deadline - time.monotonic()
         try:
-            return reply.get(min(remaining, _MEMBER_CHECK))
+            return reply.get(min(remaining, _LIVENESS_CHECK))
         except AskTimeout:
-            if remaining <= _MEMBER_CHECK:
+            if remaining <= _LIVENESS_CHECK:
                 raise
-        if not resolver.is_member(node):
-            raise PeerUnreachable(f"node {node!r} left the cluster (its lease expired)")
+        if not resolver.reachable(node):
+            raise PeerUnreachable(f"node {node!r} is suspected or has left the cluster")
 
 
 class NamedRef:
@@ -180,7 +183,13 @@ class NamedRef:
 
         def pick(lost: frozenset[str]) -> Located | None:
             located = self._resolver.resolve(self.name)
-            return None if located is None or located[0] in lost else located
+            if located is None:
+                return None
+            # The name may stay where it was: go back once that node is reachable
+            # again (a healed partition), not only when the name moves.
+            if located[0] in lost and not self._resolver.reachable(located[0]):
+                return None
+            return located
 
         return _ask_with_retries(
             self._resolver, pick, f"named {self.name!r}", message, timeout, retries,

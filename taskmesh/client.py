@@ -77,6 +77,7 @@ class Client:
             keys=self._keys,
             max_message_size=max_message_size,
         )
+        self._address_to_node: dict[str, str] = {}
         self._started = False
 
     def start(self) -> Client:
@@ -85,6 +86,7 @@ class Client:
         try:
             self._view.start()
             self.transport.start()
+            self.transport.subscribe(self._on_peer_event)
         except ClusterError as error:
             self.close()
             raise EtcdUnavailable(
@@ -158,16 +160,30 @@ class Client:
         routes = self._view.route(capability, strategy, key=key, exclude=exclude)  # type: ignore[arg-type]
         return [(r.node, self._remote(r.node, r.address, r.actor)) for r in routes]
 
-    def is_member(self, node: str) -> bool:
-        return self._view.membership.get(node) is not None
+    def reachable(self, node: str) -> bool:
+        view = self._view
+        return view.membership.get(node) is not None and node not in view.routing.suspects
 
     def _remote(self, node: str, address: str, name: str) -> Target:
+        self._address_to_node[address] = node
         server_key = None
         if self._keys is not None:
             info = self._view.membership.get(node)
             if info is not None and info.public_key:
                 server_key = info.public_key.encode()
         return self.transport.ref(address, name, server_key=server_key)
+
+    # --- transport events (the transport's I/O thread) ------------------------
+
+    def _on_peer_event(self, address: str, state: str) -> None:
+        """Route around a peer the transport suspects, as a node does."""
+        node = self._address_to_node.get(address)
+        if node is None:
+            return
+        if state in ("suspect", "down"):
+            self._view.mark_suspect(node)
+        elif state == "up":
+            self._view.clear_suspect(node)
 
 
 def connect(*, etcd: str | Sequence[str], cluster: str = "default", **options: Any) -> Client:

@@ -317,9 +317,11 @@ class Node:
                 targets.append((route.node, self._remote(route.node, route.address, route.actor)))
         return targets
 
-    def is_member(self, node: str) -> bool:
+    def reachable(self, node: str) -> bool:
         member = self.member
-        return node == self.node_id or member is None or member.membership.get(node) is not None
+        if node == self.node_id or member is None:
+            return True
+        return member.membership.get(node) is not None and node not in member.routing.suspects
 
     def _remote(self, node: str, address: str, name: str) -> Target:
         self._address_to_node[address] = node

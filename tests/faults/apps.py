@@ -1,0 +1,53 @@
+"""``--app`` functions for the fault suite's node processes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import taskmesh
+from taskmesh.node import Node
+
+
+class Counter(taskmesh.Actor):
+    """Applies an effect per key and answers how often this process applied it.
+
+    The answer carries the node and pid, so a test can tell an answer from
+    memory (same process, ``applied`` still 1) from a second application.
+    """
+
+    capabilities = ("counter",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied: dict[str, int] = {}
+
+    def receive(self, message: Any) -> Any:
+        key = str(message["key"])
+        self.applied[key] = self.applied.get(key, 0) + 1
+        return {"key": key, "applied": self.applied[key], "node": _node(), "pid": os.getpid()}
+
+
+class Relay(taskmesh.Actor):
+    """Asks the actor ``message["to"]`` by name from this node and returns its answer."""
+
+    def receive(self, message: Any) -> Any:
+        return self.node.ref(str(message["to"])).ask(message["message"], timeout=5.0)
+
+
+class Echo(taskmesh.Actor):
+    """Answers with the message and the node it ran on."""
+
+    def receive(self, message: Any) -> Any:
+        return {"echo": message, "node": _node()}
+
+
+def _node() -> str:
+    return os.environ.get("TASKMESH_TEST_NODE", "?")
+
+
+def counter(node: Node) -> None:
+    """A ``counter`` capability holder, plus ``echo-<node>`` and ``relay-<node>``."""
+    node.spawn(Counter, name=f"counter-{node.node_id}")
+    node.spawn(Echo, name=f"echo-{node.node_id}")
+    node.spawn(Relay, name=f"relay-{node.node_id}")
