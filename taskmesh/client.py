@@ -124,9 +124,20 @@ class Client:
         """Tell the actor ``name``; at most once."""
         self.ref(name).tell(message)
 
-    def ask(self, name: str, message: Any, *, timeout: float | None = None) -> Any:
-        """Ask the actor ``name`` and wait for its reply."""
-        return self.ref(name).ask(message, timeout=timeout)
+    def ask(
+        self,
+        name: str,
+        message: Any,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Ask the actor ``name`` and wait for its reply (see ``NamedRef.ask``
+        for ``retries`` and ``idempotency_key``)."""
+        return self.ref(name).ask(
+            message, timeout=timeout, retries=retries, idempotency_key=idempotency_key
+        )
 
     # --- cluster view (caller's thread, from caches) ------------------------
 
