@@ -29,6 +29,7 @@ __all__ = ["CapabilityRef", "NamedRef", "Resolver", "Target"]
 
 _STRATEGIES = ("round_robin", "least_loaded", "consistent_hash", "broadcast")
 
+_NO_NODES: frozenset[str] = frozenset()
 _RETRY_FIRST = 0.05
 _RETRY_MAX = 1.0
 _LIVENESS_CHECK = 0.1
@@ -96,7 +97,7 @@ def _ask_with_retries(
     attempt = 0
     try:
         while True:
-            located = pick(frozenset(lost))
+            located = pick(frozenset(lost) if lost else _NO_NODES)
             remaining = deadline - time.monotonic()
             try:
                 if located is None:

@@ -16,10 +16,11 @@ from typing import Any
 
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.names import validate_capability, validate_name
-from taskmesh.addressing import CapabilityRef, Located, NamedRef, Target
+from taskmesh.addressing import CapabilityRef, Located, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, MemberInfo, Route
 from taskmesh.errors import ClusterError, EtcdUnavailable
 from taskmesh.ops.latency import LatencyHistogram
+from taskmesh.peers import Peers
 from taskmesh.transport import Transport
 
 __all__ = ["Client", "connect"]
@@ -77,7 +78,7 @@ class Client:
             keys=self._keys,
             max_message_size=max_message_size,
         )
-        self._address_to_node: dict[str, str] = {}
+        self._peers = Peers(self._view, self.transport, curve=self._keys is not None)
         self._started = False
 
     def start(self) -> Client:
@@ -86,7 +87,7 @@ class Client:
         try:
             self._view.start()
             self.transport.start()
-            self.transport.subscribe(self._on_peer_event)
+            self.transport.subscribe(self._peers.on_peer_event)
         except ClusterError as error:
             self.close()
             raise EtcdUnavailable(
@@ -163,38 +164,16 @@ class Client:
         record = self._view.lookup(name)
         if record is None:
             return None
-        return record.node, self._remote(record.node, record.address, name)
+        return record.node, self._peers.ref(record.node, record.address, name)
 
     def route(
         self, capability: str, strategy: str, key: str | None, exclude: frozenset[str]
     ) -> list[Located]:
         routes = self._view.route(capability, strategy, key=key, exclude=exclude)  # type: ignore[arg-type]
-        return [(r.node, self._remote(r.node, r.address, r.actor)) for r in routes]
+        return [(r.node, self._peers.ref(r.node, r.address, r.actor)) for r in routes]
 
     def reachable(self, node: str) -> bool:
-        view = self._view
-        return view.membership.get(node) is not None and node not in view.routing.suspects
-
-    def _remote(self, node: str, address: str, name: str) -> Target:
-        self._address_to_node[address] = node
-        server_key = None
-        if self._keys is not None:
-            info = self._view.membership.get(node)
-            if info is not None and info.public_key:
-                server_key = info.public_key.encode()
-        return self.transport.ref(address, name, server_key=server_key)
-
-    # --- transport events (the transport's I/O thread) ------------------------
-
-    def _on_peer_event(self, address: str, state: str) -> None:
-        """Route around a peer the transport suspects, as a node does."""
-        node = self._address_to_node.get(address)
-        if node is None:
-            return
-        if state in ("suspect", "down"):
-            self._view.mark_suspect(node)
-        elif state == "up":
-            self._view.clear_suspect(node)
+        return self._peers.reachable(node)
 
 
 def connect(*, etcd: str | Sequence[str], cluster: str = "default", **options: Any) -> Client:

@@ -25,11 +25,12 @@ from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.actors.ref import ActorRef
 from taskmesh.actors.supervisor import Backoff
 from taskmesh.actors.system import ActorSystem
-from taskmesh.addressing import CapabilityRef, Located, NamedRef, Target
+from taskmesh.addressing import CapabilityRef, Located, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, MemberInfo
 from taskmesh.cluster.member import default_node_id
 from taskmesh.errors import ConfigError
 from taskmesh.ops.latency import LatencyHistogram
+from taskmesh.peers import Peers
 from taskmesh.transport import CurveKeys, Transport
 
 __all__ = ["Node", "load_keys"]
@@ -104,7 +105,7 @@ class Node:
         )
         self.embedded_etcd: EmbeddedEtcd | None = None
         self.member: ClusterMember | None = None
-        self._address_to_node: dict[str, str] = {}
+        self._peers: Peers | None = None
         self._singletons: dict[str, tuple[type[Actor], tuple[Any, ...], dict[str, Any]]] = {}
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._lock = threading.Lock()
@@ -126,7 +127,6 @@ class Node:
                 self._etcd_endpoints = [self.embedded_etcd.endpoint]
                 log.info("embedded etcd at %s", self.embedded_etcd.endpoint)
             self.transport.start()
-            self.transport.subscribe(self._on_peer_event)
             user, password, ca, cert, key = self._etcd_auth
             self.member = ClusterMember(
                 ClusterSettings(
@@ -148,6 +148,8 @@ class Node:
                 singleton_start=self._start_singleton,
                 singleton_stop=self._stop_singleton,
             ).start()
+            self._peers = Peers(self.member, self.transport, curve=self._keys is not None)
+            self.transport.subscribe(self._peers.on_peer_event)
         except BaseException:
             self.stop()
             raise
@@ -294,43 +296,31 @@ class Node:
         cell = self.system._cells.get(name)
         if cell is not None and cell.alive:
             return self.node_id, cell.ref
-        member = self.member
+        member, peers = self.member, self._peers
         record = member.lookup(name) if member else None
-        if record is None or record.node == self.node_id:
+        if record is None or peers is None or record.node == self.node_id:
             return None
-        return record.node, self._remote(record.node, record.address, name)
+        return record.node, peers.ref(record.node, record.address, name)
 
     def route(
         self, capability: str, strategy: str, key: str | None, exclude: frozenset[str]
     ) -> list[Located]:
-        member = self.member
-        if member is None:
+        member, peers = self.member, self._peers
+        if member is None or peers is None:
             return []
         targets: list[Located] = []
-        routes = member.routing.pick(capability, strategy, key=key, exclude=exclude)  # type: ignore[arg-type]
-        for route in routes:
+        for route in member.route(capability, strategy, key=key, exclude=exclude):  # type: ignore[arg-type]
             if route.node == self.node_id:
                 cell = self.system._cells.get(route.actor)
                 if cell is not None and cell.alive:
                     targets.append((self.node_id, cell.ref))
             else:
-                targets.append((route.node, self._remote(route.node, route.address, route.actor)))
+                targets.append((route.node, peers.ref(route.node, route.address, route.actor)))
         return targets
 
     def reachable(self, node: str) -> bool:
-        member = self.member
-        if node == self.node_id or member is None:
-            return True
-        return member.membership.get(node) is not None and node not in member.routing.suspects
-
-    def _remote(self, node: str, address: str, name: str) -> Target:
-        self._address_to_node[address] = node
-        server_key = None
-        if self._keys is not None and self.member is not None:
-            info = self.member.members().get(node)
-            if info is not None and info.public_key:
-                server_key = info.public_key.encode()
-        return self.transport.ref(address, name, server_key=server_key)
+        peers = self._peers
+        return node == self.node_id or peers is None or peers.reachable(node)
 
     # --- NameDirectory: cluster-wide names (spawning / stopping thread) ------
 
@@ -343,18 +333,6 @@ class Node:
         member = self.member
         if member is not None:
             member.unregister_actor(name)
-
-    # --- transport events (the transport's I/O thread) ------------------------
-
-    def _on_peer_event(self, address: str, state: str) -> None:
-        node = self._address_to_node.get(address)
-        member = self.member
-        if node is None or member is None:
-            return
-        if state in ("suspect", "down"):
-            member.mark_suspect(node)
-        elif state == "up":
-            member.clear_suspect(node)
 
 
 def load_keys(directory: str | Path) -> CurveKeys:

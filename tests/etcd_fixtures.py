@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from taskmesh.cluster import ClusterMember
 from taskmesh.cluster.embedded import die_with_parent
+from tests.waiting import wait_until as poll
 
 T = TypeVar("T")
 
@@ -48,13 +49,8 @@ def wait_until(
 ) -> float:
     """Poll ``predicate`` until it is truthy; return the seconds it took, or fail the test."""
     start = time.monotonic()
-    deadline = start + timeout
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
+    poll(predicate, timeout, interval=interval, message=what or str(predicate))
+    return time.monotonic() - start
 
 
 def wait_until_value(produce: Callable[[], T | None], timeout: float = 10.0) -> T:

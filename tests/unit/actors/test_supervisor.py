@@ -154,13 +154,25 @@ def test_a_decider_callable_is_used_and_a_bad_answer_escalates(system: ActorSyst
 
     def decider(error: BaseException) -> str:
         calls.append(error)
-        return "resume"
+        return "resume" if isinstance(error, ValueError) else "ignore it"
 
-    system.spawn(Supervisor, name="sup", decider=decider, children=[Child(Worker, name="w")])
+    system.spawn(
+        Supervisor, name="sup", decider=decider, backoff=NOW, children=[Child(Worker, name="w")]
+    )
+    w = system.ref("w")
+    w.ask(1)
     with pytest.raises(ValueError):
-        system.ref("w").ask("boom")
-    assert system.ref("w").ask("ping") == "ping"
+        w.ask("boom")
+    assert w.ask("state") == 1, "resumed: the same instance"
     assert [type(e) for e in calls] == [ValueError]
+    with pytest.raises(KeyError):
+        w.ask("key")
+    # "ignore it" is no directive: the supervisor escalates, and its parent
+    # (the root) restarts it with fresh children
+    wait_until(lambda: system._cells["sup"].generation == 2)
+    fresh = wait_until(lambda: system._cells.get("w"), message="the new child")
+    wait_until(fresh.started.is_set)
+    assert system.ref("w").ask("state") == 0
 
 
 def test_intensity_exceeded_escalates_through_two_levels_to_the_root(

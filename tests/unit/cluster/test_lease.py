@@ -8,6 +8,7 @@ from typing import Any
 
 from taskmesh.cluster.etcd import LeaseKeeper
 from taskmesh.errors import ClusterError, EtcdUnavailable
+from tests.waiting import wait_until
 
 
 class ScriptedEtcd:
@@ -47,10 +48,7 @@ class Clock:
 
 
 def wait(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.01)
+    wait_until(predicate, timeout, interval=0.01)
 
 
 def make(etcd: ScriptedEtcd, clock: Clock) -> tuple[LeaseKeeper, list[int], list[int]]:
