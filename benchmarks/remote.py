@@ -185,9 +185,10 @@ class Mesh:
         self.transport.start()
         self.echo = [self.transport.ref(address, f"echo{i}") for i in range(actors)]
         self.sink = self.transport.ref(address, "sink")
+        self.threaded = self.transport.ref(address, "threaded")
 
-    def sync(self, seconds: float) -> float:
-        ref = self.echo[0]
+    def sync(self, seconds: float, threaded: bool = False) -> float:
+        ref = self.threaded if threaded else self.echo[0]
         ref.ask({"n": -1}, timeout=10)
         n = 0
         start = time.perf_counter()
@@ -311,6 +312,14 @@ def main() -> None:
             lambda: mesh.sync(seconds),
             sync_rounds,
         )
+        if args.actors == "system":
+            pair(
+                "1_1_actor_calls_sync (threaded actor)",
+                "round trips/s",
+                lambda: raw.sync(seconds),
+                lambda: mesh.sync(seconds, threaded=True),
+                sync_rounds,
+            )
         pair(
             TELLS,
             "messages/s",

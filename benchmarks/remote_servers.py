@@ -80,6 +80,12 @@ def taskmesh_server(count: int, actors: str) -> None:
         import taskmesh.actors as ta
 
         class Echo(ta.Actor):
+            inline = True  # a short, non-blocking receive
+
+            def receive(self, message: Any) -> Any:
+                return message
+
+        class ThreadedEcho(ta.Actor):
             def receive(self, message: Any) -> Any:
                 return message
 
@@ -100,6 +106,7 @@ def taskmesh_server(count: int, actors: str) -> None:
         system = ta.ActorSystem(mailbox_size=1_000_000)
         for i in range(count):
             system.spawn(Echo, name=f"echo{i}")
+        system.spawn(ThreadedEcho, name="threaded")
         system.spawn(Sink, name="sink")
         deliver = system.deliver
     else:

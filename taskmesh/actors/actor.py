@@ -38,6 +38,20 @@ class Actor:
     capabilities: ClassVar[tuple[str, ...]] = ()
     """Capabilities this actor advertises in the cluster's routing table."""
 
+    inline: ClassVar[bool] = False
+    """Run messages from other nodes on the transport's I/O thread when idle.
+
+    For a ``receive`` that is short and never blocks (no sleeps, no I/O, no
+    sync asks). A message that arrives from another node while the actor is
+    idle then runs at once on the node's I/O thread instead of waking the
+    actor's own thread: two thread hand-offs fewer per remote ask, about
+    1.25x the round trips. Everything else (local messages, timers, a
+    message arriving while the actor is busy, supervision) still runs on the
+    actor's thread; one message at a time and FIFO per sender hold as usual.
+    A sync ask from such a ``receive`` raises :class:`ActorError` rather
+    than stall every peer of the node.
+    """
+
     _cell: Cell
 
     def receive(self, message: Any) -> Any:

@@ -15,6 +15,14 @@ States::
 While suspended the cell handles only system messages; user messages wait
 in the mailbox. Every method here runs in the cell's own thread unless its
 docstring says otherwise.
+
+An inline actor (``Actor.inline``) also runs remote messages on the
+transport's I/O thread while idle (:meth:`Cell.try_inline`). Its thread
+then holds ``_busy`` whenever it is not blocked on the mailbox, so the two
+threads never run the instance at once; and the I/O thread runs a message
+inline only when every message it queued earlier is taken (``io_queued``
+written by the I/O thread, ``_io_taken`` by the cell's thread: one writer
+each, no lock), which keeps FIFO per sender.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from _thread import get_ident
+from _thread import allocate_lock, get_ident
 from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -31,7 +39,7 @@ import pykka
 
 from taskmesh.actors.directives import Action, Directive, Failed
 from taskmesh.actors.future import Reply, ReplyTo
-from taskmesh.actors.mailbox import STOP, TIMER, WAKE, Mailbox
+from taskmesh.actors.mailbox import REMOTE, STOP, TIMER, WAKE, WAKE_ENVELOPE, Envelope, Mailbox
 from taskmesh.actors.messages import Terminated
 from taskmesh.actors.timers import Timers
 from taskmesh.errors import ActorNotFound, AskTimeout
@@ -78,6 +86,7 @@ class Cell(pykka.ThreadingActor):
         capacity: int,
         restart: str,
         max_attempts: int = 1,
+        inline: bool = False,
     ) -> None:
         super().__init__()
         self.system = system
@@ -105,6 +114,10 @@ class Cell(pykka.ThreadingActor):
         self._exit_waiters: list[ReplyTo] = []
         self._retry: tuple[Any, ReplyTo | None, float | None, int] | None = None
         self._needs_fresh = False
+        self.inline = inline
+        self._busy = allocate_lock() if inline else None
+        self.io_queued = 0  # REMOTE messages put by the I/O thread
+        self._io_taken = 0  # REMOTE messages taken by this cell's thread
 
     def __repr__(self) -> str:
         return f"<Cell {self.name!r} gen={self.generation} {self._state.name}>"
@@ -188,6 +201,37 @@ class Cell(pykka.ThreadingActor):
                 return
         self.drain_dead()
 
+    def try_inline(self, message: Any, reply: ReplyTo | None, deadline: float | None) -> bool:
+        """Run one remote message now if this inline actor is idle.
+
+        Runs on the transport's I/O thread (the only caller, so that
+        ``io_queued`` has one writer). Returns False, having done nothing,
+        when the actor is busy, suspended, has system messages waiting or
+        has not yet taken every message queued for it earlier; the caller
+        then queues the message as ``REMOTE``. A failure is handed to the
+        actor's thread, which reports it to the supervisor as usual.
+        """
+        busy = self._busy
+        if busy is None or self.io_queued != self._io_taken or not busy.acquire(False):
+            return False
+        try:
+            if self._state is not RUNNING or self.mailbox.system or self._retry is not None:
+                return False
+            if deadline is not None and deadline < _monotonic():
+                self._expired(message, reply)
+                return True
+            try:
+                result = self._receive(message)
+            except Exception as exc:
+                self._message_failed(message, reply, deadline, 1, exc)
+                self.mailbox.put(WAKE_ENVELOPE)  # its thread carries on from here
+            else:
+                if reply is not None:
+                    reply.set(result)
+            return True
+        finally:
+            busy.release()
+
     def request_exit(self) -> None:
         """Ask for a normal exit after the current message (actor's thread)."""
         self.post(_EXIT)
@@ -198,6 +242,8 @@ class Cell(pykka.ThreadingActor):
         self.thread_id = get_ident()
         threading.current_thread().name = f"taskmesh:{self.name}"
         try:
+            if self._busy is not None:
+                self._busy.acquire()  # held except while waiting for mail
             self._start_instance(None)
             self.started.set()
             self._run()
@@ -210,7 +256,7 @@ class Cell(pykka.ThreadingActor):
 
     def _run(self) -> None:
         mailbox = self.mailbox
-        get = mailbox.get
+        get = mailbox.get if self._busy is None else self._inline_get
         system = mailbox.system
         while True:
             if system:
@@ -226,8 +272,10 @@ class Cell(pykka.ThreadingActor):
                 attempt = 1
                 kind, message, reply, deadline = get()
                 if kind:
-                    self._control(kind, message, reply)
-                    continue
+                    if kind != REMOTE:
+                        self._control(kind, message, reply)
+                        continue
+                    self._io_taken += 1
             else:
                 self._retry = None
                 message, reply, deadline, attempt = retry
@@ -241,6 +289,16 @@ class Cell(pykka.ThreadingActor):
             else:
                 if reply is not None:
                     reply.set(result)
+
+    def _inline_get(self) -> Envelope:
+        """An inline actor's mailbox read: lets the I/O thread in meanwhile."""
+        busy = self._busy
+        assert busy is not None
+        busy.release()
+        try:
+            return self.mailbox.get()
+        finally:
+            busy.acquire()
 
     def _message_failed(
         self,

@@ -8,13 +8,13 @@ makes one.
 
 from __future__ import annotations
 
-from _thread import allocate_lock
+from _thread import allocate_lock, get_ident
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from taskmesh.errors import AskTimeout
+from taskmesh.errors import ActorError, AskTimeout
 
-__all__ = ["Reply", "ReplyTo"]
+__all__ = ["Reply", "ReplyTo", "forbid_waiting"]
 
 
 class ReplyTo(Protocol):
@@ -31,6 +31,20 @@ class ReplyTo(Protocol):
 
 
 _UNSET: Any = object()
+
+_no_waiting: set[int] = set()
+"""Threads that must never block on a reply (a transport's I/O thread)."""
+
+
+def forbid_waiting(thread_id: int, forbid: bool = True) -> None:
+    """Make :meth:`Reply.get` raise instead of blocking in thread
+    ``thread_id`` (or allow it again). A transport's I/O thread is such a
+    thread: an inline actor asking from it would wait for a reply only that
+    thread can read."""
+    if forbid:
+        _no_waiting.add(thread_id)
+    else:
+        _no_waiting.discard(thread_id)
 
 
 class Reply:
@@ -99,6 +113,11 @@ class Reply:
         Raises :class:`AskTimeout` if no answer came within ``timeout``
         seconds (``None`` waits for ever).
         """
+        if _no_waiting and get_ident() in _no_waiting and not self.done():
+            raise ActorError(
+                "cannot wait for a reply on the transport's I/O thread: an inline "
+                "actor must not block; use tell or ask_async"
+            )
         lock = self._lock
         acquired = lock.acquire() if timeout is None else lock.acquire(True, max(timeout, 0.0))
         if not acquired:

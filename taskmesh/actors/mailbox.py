@@ -19,17 +19,19 @@ from contextlib import suppress
 from queue import Empty, SimpleQueue
 from typing import Any, Final
 
-__all__ = ["STOP", "TIMER", "USER", "WAKE", "Envelope", "Mailbox"]
+__all__ = ["REMOTE", "STOP", "TIMER", "USER", "WAKE", "WAKE_ENVELOPE", "Envelope", "Mailbox"]
 
 USER: Final = 0
 STOP: Final = 1
 TIMER: Final = 2
 WAKE: Final = 3
+REMOTE: Final = 4
+"""A user message the transport queued for an inline actor (counted)."""
 
 Envelope = tuple[int, Any, Any, float | None]
 """``(kind, message, reply_to or None, monotonic deadline or None)``."""
 
-_WAKE_ENVELOPE: Final[Envelope] = (WAKE, None, None, None)
+WAKE_ENVELOPE: Final[Envelope] = (WAKE, None, None, None)
 
 
 class Mailbox:
@@ -58,7 +60,7 @@ class Mailbox:
         """Queue a system message ahead of user work and wake the owner."""
         self.system.append(message)
         self._signal.put(None)
-        self.put(_WAKE_ENVELOPE)
+        self.put(WAKE_ENVELOPE)
 
     def wait_system(self, timeout: float | None) -> None:
         """Block until a system message is posted or ``timeout`` passes."""

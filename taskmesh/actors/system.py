@@ -19,6 +19,7 @@ from taskmesh.actors.cell import Cell
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import ReplyTo
 from taskmesh.actors.idempotency import IdempotencyCache
+from taskmesh.actors.mailbox import REMOTE
 from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.actors.ref import ActorRef
 from taskmesh.actors.supervisor import Backoff, Child, Guardian
@@ -168,9 +169,11 @@ class ActorSystem:
         deadline: float | None,
         idempotency_key: str | None = None,
     ) -> None:
-        """Queue a message that arrived from elsewhere (the transport's thread).
+        """Queue a message that arrived from elsewhere; runs on the transport's
+        I/O thread, the only caller (an inline actor's counters rely on it).
 
-        Never blocks. For an ask (``reply`` set) raises :class:`ActorNotFound`
+        Never blocks, except that an idle inline actor handles the message
+        here and now (:attr:`Actor.inline`). For an ask (``reply`` set) raises :class:`ActorNotFound`
         or :class:`MailboxFull`; a tell that cannot be queued becomes a dead
         letter. An ask with an ``idempotency_key`` seen recently for this
         actor is answered from memory (see :mod:`taskmesh.actors.idempotency`).
@@ -191,7 +194,13 @@ class ActorSystem:
             reply = self.idempotency.admit(name, idempotency_key, reply)
             if reply is None:
                 return  # a repeat: answered from memory, or waits for the first
-        mailbox.put((0, message, reply, deadline))
+        if cell.inline:
+            if cell.try_inline(message, reply, deadline):
+                return
+            cell.io_queued += 1
+            mailbox.put((REMOTE, message, reply, deadline))
+        else:
+            mailbox.put((0, message, reply, deadline))
         if not cell.alive:  # raced the actor's end (mypy assumes it cannot change)
             cell.drain_dead()  # type: ignore[unreachable]
 
@@ -262,6 +271,7 @@ class ActorSystem:
             capacity=capacity or self.mailbox_size,
             restart=restart,
             max_attempts=max_attempts or self.max_attempts,
+            inline=bool(getattr(actor, "inline", False)),
         )
         with self._lock:
             held = self._cells.get(name)

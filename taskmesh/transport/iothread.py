@@ -23,12 +23,13 @@ The loop and the sockets' lifecycle live here; reading lives in
 from __future__ import annotations
 
 import threading
+from _thread import get_ident
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from taskmesh.actors.future import Reply
+from taskmesh.actors.future import Reply, forbid_waiting
 from taskmesh.errors import PeerUnreachable, TransportError
 from taskmesh.transport.counters import RateLimitedLog
 from taskmesh.transport.envelope import (
@@ -161,12 +162,16 @@ class IOThread(Inbound, Outbound, Liveness):
             self.ready.set()
             return
         self.poller.register(self.waker.fd, _POLLIN)
+        me = get_ident()
+        self.t._io_thread_id = me
+        forbid_waiting(me)
         self.ready.set()
         try:
             self._loop()
         except Exception:
             log.exception("transport I/O thread crashed")
         finally:
+            forbid_waiting(me, False)
             self._shutdown()
 
     def _loop(self) -> None:
@@ -207,6 +212,10 @@ class IOThread(Inbound, Outbound, Liveness):
             else:
                 timeout = max(0, int((next_tick - clock()) * 1000) + 1)
             events = poll(timeout)
+            # Awake until the top of the loop looks at the queues again: what
+            # is queued meanwhile (a reply an inline actor just gave, too)
+            # needs no wake-up.
+            t._wake_pending = True
             for sock, event in events:
                 if sock is router:
                     if event & _POLLIN:

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from _thread import get_ident
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -161,6 +162,7 @@ class Transport:
         self._listeners: list[PeerListener] = []
         self._cids = itertools.count(1)
         self._wake_pending = False
+        self._io_thread_id = 0
         self._stopping = False
         self._waker: _Waker | None = None
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -306,6 +308,8 @@ class Transport:
         return True
 
     def _wait_for_space(self, link: Link) -> bool:
+        if get_ident() == self._io_thread_id:
+            return False  # an inline actor: only this thread could make space
         deadline = self.clock() + self.send_timeout
         while len(link.queue) >= self.max_queue:
             remaining = deadline - self.clock()

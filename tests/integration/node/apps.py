@@ -61,3 +61,22 @@ class Clock(taskmesh.Actor):
 
 def clock(node: Node) -> None:
     node.singleton(Clock, name="clock", capability="timekeeper")
+
+
+class InlineEcho(Echo):
+    """Echo as an inline actor; answers also name the thread that ran it."""
+
+    inline = True
+
+    def receive(self, message: Any) -> Any:
+        if isinstance(message, dict) and "ask" in message:
+            return self.system.ref(message["ask"]).ask("hello", timeout=5.0)
+        answer = super().receive(message)
+        if isinstance(answer, dict) and "echo" in answer:
+            answer["thread"] = threading.current_thread().name
+        return answer
+
+
+def inline_echo(node: Node) -> None:
+    node.spawn(InlineEcho, name="inline")
+    node.spawn(Echo, name="threaded")
