@@ -23,23 +23,35 @@ reading a ``queue.SimpleQueue``. Each case runs ``--rounds`` times (the
 sync case four times as many, in short slices), alternating raw and
 taskmesh, and the median of each is reported.
 
+The echo actors are inline actors (``inline = True``: a remote message that
+finds them idle runs on the I/O thread); the ``threaded actor`` row asks an
+ordinary actor, which runs on its own thread.
+
 Figures (2026-11-23, the shared 2-core VM, Python 3.11.7, pyzmq 27.3,
-libzmq 4.3.5, real ActorSystem actors; three runs, the spread is the
+libzmq 4.3.5, real ActorSystem actors; two runs, the spread is the
 machine's)::
 
-    1_1_actor_calls_sync          raw 5.6k-13.9k rt/s   taskmesh 2.8k-5.4k   0.39-0.50x
-    1_1_actor_calls_async tells   raw 214k-288k msg/s   taskmesh 434k-627k   2.0-2.2x
-    1_1_actor_calls_async asks    raw 57k-100k asks/s   taskmesh 124k-157k   1.2-2.8x
-    n_n_actor_calls_async 4x4     raw 108k-111k asks/s  taskmesh 117k-133k   1.1-1.2x
+    1_1_actor_calls_sync          raw 7.9k-8.1k rt/s    taskmesh 4.5k-4.6k   0.56-0.57x
+      (threaded actor)            raw 7.4k-7.8k rt/s    taskmesh 3.7k-4.0k   0.50-0.51x
+    1_1_actor_calls_async tells   raw 306k-322k msg/s   taskmesh 688k-745k   2.1-2.4x
+    1_1_actor_calls_async asks    raw 114k-123k asks/s  taskmesh 161k-170k   1.3-1.5x
+    n_n_actor_calls_async 4x4     raw 143k-154k asks/s  taskmesh 150k-166k   1.05-1.08x
 
 Pipelined traffic beats raw because the transport batches: one frame and
 one ``send`` per burst, one ``unpackb`` per frame. A sync ask cannot
-batch: it pays four thread hand-offs raw does not (caller -> I/O thread,
-I/O thread -> actor, actor -> I/O thread, I/O thread -> caller). On this VM
-a cross-CPU wake-up costs about 25 us, and when wake-ups are cheap (raw
-near 14k/s) the Python on the path (about 100 us of CPU per round trip,
-measured with every process on one CPU: 165 us vs raw's 63 us) is the
-limit, so the 0.6x target for sync asks is not met; the other is.
+batch. An ordinary actor pays four thread hand-offs raw does not (caller ->
+I/O thread, I/O thread -> actor, actor -> I/O thread, I/O thread ->
+caller); an inline actor saves the middle two. Timestamps along one round
+trip (CLOCK_MONOTONIC is shared by the processes) gave, with an inline
+actor: about 35 us from ``ask`` to the frame handed to ZeroMQ, 50-60 us
+each way through ZeroMQ and TCP (raw pays that too), about 30 us on the
+receiving I/O thread, and about 40 us from the reply frame to the caller
+returning, 20-25 us of it the wake-up of the caller's thread. With every
+process on one CPU (``--pin same``) a round trip costs 144 us of CPU
+against raw's 59 us. The caller's two hand-offs are what is left. Two
+things did not help: a pipe instead of a lock to wake the caller, and
+replies sent straight to a socket of the calling thread. So the 0.6x
+target for sync asks is not met (0.56-0.57x); the tells target is.
 """
 
 from __future__ import annotations

@@ -39,6 +39,13 @@ class Outbound(IOState):
         every millisecond; one to an asker that is gone is a dead letter.
         """
         replies = self.t._replies
+        backlog = self.reply_backlog
+        if len(replies) == 1 and not backlog:  # the sync-ask case: skip the grouping
+            identity, data = replies.popleft()
+            frame = (join_frame(self.prefix, [data]), 1)
+            if not self._send_reply(identity, frame):
+                backlog[identity] = deque((frame,))
+            return
         groups: dict[bytes, list[bytes]] = {}
         for _ in range(len(replies)):
             identity, data = replies.popleft()
@@ -47,7 +54,6 @@ class Outbound(IOState):
                 groups[identity] = [data]
             else:
                 group.append(data)
-        backlog = self.reply_backlog
         for identity, group in groups.items():
             start = 0
             while start < len(group):
