@@ -44,12 +44,13 @@ class Actor:
     For a ``receive`` that is short and never blocks (no sleeps, no I/O, no
     sync asks). A message that arrives from another node while the actor is
     idle then runs at once on the node's I/O thread instead of waking the
-    actor's own thread: two thread hand-offs fewer per remote ask, about
-    1.25x the round trips. Everything else (local messages, timers, a
-    message arriving while the actor is busy, supervision) still runs on the
-    actor's thread; one message at a time and FIFO per sender hold as usual.
-    A sync ask from such a ``receive`` raises :class:`ActorError` rather
-    than stall every peer of the node.
+    actor's own thread: two thread hand-offs fewer per remote ask, 1.1-1.25x
+    the round trips (``benchmarks/remote.py``). Everything else (local
+    messages, timers, a message arriving while the actor is busy,
+    supervision) still runs on the actor's thread; one message at a time and
+    FIFO per sender hold as usual. A sync ask from such a ``receive`` raises
+    :class:`ActorError`; a ``receive`` that is slow delays every message and
+    heartbeat of the node (for over a second, and peers suspect it).
     """
 
     _cell: Cell
