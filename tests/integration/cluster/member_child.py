@@ -15,8 +15,15 @@ from taskmesh.cluster import ClusterMember, ClusterSettings, Fence
 from taskmesh.errors import FencingError
 
 
+_say_lock = threading.Lock()
+
+
 def say(line: str) -> None:
-    print(line, flush=True)
+    """Print one whole line; events come from several threads, and ``print``
+    writes the text and the newline separately, so two lines could mix."""
+    with _say_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def main() -> None:
