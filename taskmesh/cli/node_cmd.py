@@ -35,8 +35,12 @@ log = logging.getLogger("taskmesh.cli")
 
 
 def say(line: str) -> None:
-    """One status line on stdout, flushed at once (scripts wait for them)."""
-    print(f"taskmesh: {line}", flush=True)
+    """One status line on stdout, flushed at once (scripts wait for them).
+
+    One ``write`` per line: ``print`` writes the newline separately, and app
+    threads printing meanwhile could land between the two."""
+    sys.stdout.write(f"taskmesh: {line}\n")
+    sys.stdout.flush()
 
 
 @app.command("node")
