@@ -64,3 +64,6 @@ class IOState:
 
     def _fail_queued(self, link: Link) -> None:  # pragma: no cover - see Outbound
         raise NotImplementedError
+
+    def _read_link(self, link: Link) -> None:  # pragma: no cover - see Inbound
+        raise NotImplementedError

@@ -10,10 +10,14 @@ asks past their deadline.
 
 Socket options that make failures visible instead of silent:
 ROUTER_MANDATORY (a reply to a vanished asker raises, becomes a dead
-letter), IMMEDIATE (no queueing to a peer that is not connected: a send
-fails and the link is ``down``), high-water marks (bounded queues in
-ZeroMQ too) and MAXMSGSIZE (a peer sending an oversized frame is
-disconnected by ZeroMQ itself).
+letter), high-water marks (bounded queues in ZeroMQ too) and MAXMSGSIZE (a
+peer sending an oversized frame is disconnected by ZeroMQ itself).
+
+Links do not set IMMEDIATE: with it, libzmq drops the replies a peer sent
+just before it disconnected when we have not read them yet (a node that
+answered and then stopped lost its last answers). The link's own state
+keeps sends from going to a peer that is not connected: the I/O thread
+sends only while the link is ``up`` (handshake done, no disconnect since).
 
 The loop and the sockets' lifecycle live here; reading lives in
 ``inbound``, sending in ``outbound``, link states and heartbeats in
@@ -125,7 +129,6 @@ class IOThread(Inbound, Outbound, Liveness):
         t = self.t
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.SNDHWM, t.high_water_mark)
         sock.setsockopt(zmq.RCVHWM, t.high_water_mark)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
@@ -289,5 +292,7 @@ class IOThread(Inbound, Outbound, Liveness):
             if link.monitor is not None:
                 link.monitor.close(0)
         if self.router is not None:
-            self.router.close(0)
+            # Replies sent just now (answers to asks drained at a stop) are
+            # still in ZeroMQ's queue: linger, or they are dropped unsent.
+            self.router.close(linger)
             self.router = None

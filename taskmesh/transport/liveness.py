@@ -32,6 +32,10 @@ class Liveness(IOState):
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._up(link)
             elif event == zmq.EVENT_DISCONNECTED:
+                # Replies the peer sent before it went away may be queued on
+                # the link still: hand them over before failing what waits.
+                if link.socket is not None:
+                    self._read_link(link)
                 self._down(link, "disconnected")
             elif event == zmq.EVENT_CONNECT_RETRIED:
                 self._down(link, "connection refused or timed out")

@@ -14,7 +14,6 @@ import threading
 from taskmesh.cluster import ClusterMember, ClusterSettings, Fence
 from taskmesh.errors import FencingError
 
-
 _say_lock = threading.Lock()
 
 

@@ -9,7 +9,8 @@ serves until its stdin closes or it is killed::
 Actors: ``echo`` answers an ask with the message (``{"raise": text}``
 raises ValueError instead), ``seq`` records tells and answers ``"get"``
 with them, ``control`` answers ``{"op": "stats"}`` with the transport's
-counters and ``{"op": "tell"|"ask", "address", "name", "message"}`` by
+counters, ``{"op": "bye"}`` with ``"bye"`` and then stops the transport at
+once, and ``{"op": "tell"|"ask", "address", "name", "message"}`` by
 sending that to another process, so tests can check both directions.
 """
 
@@ -33,6 +34,7 @@ class Peer:
         if args.secret:
             keys = CurveKeys.from_files(args.secret, args.authorized)
         self.delivered = 0
+        self.bye = False
         self.seq: list[Any] = []
         self.inbox: queue.SimpleQueue[tuple[Callable[[Any], Any], Any, ReplyTo | None]] = (
             queue.SimpleQueue()
@@ -74,6 +76,9 @@ class Peer:
             else:
                 if reply is not None:
                     reply.set(result)
+            if self.bye:
+                self.transport.stop()
+                return
 
     def echo(self, message: Any) -> Any:
         if isinstance(message, dict) and "raise" in message:
@@ -92,6 +97,9 @@ class Peer:
             snap = self.transport.snapshot()
             snap["delivered"] = self.delivered
             return snap
+        if op == "bye":
+            self.bye = True
+            return "bye"
         ref = self.transport.ref(message["address"], message["name"])
         if op == "tell":
             for item in message["messages"]:
