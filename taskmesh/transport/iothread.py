@@ -204,9 +204,7 @@ class IOThread(Inbound, Outbound, Liveness):
                     ):
                         busy = True
                         break
-            if answered:
-                # Wake askers last, just before poll releases the GIL, so a
-                # woken asker does not wake only to wait for the GIL again.
+            if answered:  # read at a disconnect (answers read in a poll went at once)
                 self._answer(answered)
             if busy:
                 timeout = 0
@@ -234,6 +232,10 @@ class IOThread(Inbound, Outbound, Liveness):
                             self.poller.register(sock, _POLLIN)
                         if event & _POLLIN:
                             self._read_link(link)
+                            if answered:
+                                # Start the askers' wake-up now: it takes longer
+                                # than what this thread has left to do (measured).
+                                self._answer(answered)
                     else:
                         self._read_monitor(sock)
             if replies:
