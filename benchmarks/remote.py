@@ -28,14 +28,15 @@ finds them idle runs on the I/O thread); the ``threaded actor`` row asks an
 ordinary actor, which runs on its own thread.
 
 Figures (2026-11-23, the shared 2-core VM, Python 3.11.7, pyzmq 27.3,
-libzmq 4.3.5, real ActorSystem actors; two runs, the spread is the
+libzmq 4.3.5, real ActorSystem actors; several runs, the spread is the
 machine's)::
 
-    1_1_actor_calls_sync          raw 7.9k-8.1k rt/s    taskmesh 4.5k-4.6k   0.56-0.57x
-      (threaded actor)            raw 7.4k-7.8k rt/s    taskmesh 3.7k-4.0k   0.50-0.51x
-    1_1_actor_calls_async tells   raw 306k-322k msg/s   taskmesh 688k-745k   2.1-2.4x
-    1_1_actor_calls_async asks    raw 114k-123k asks/s  taskmesh 161k-170k   1.3-1.5x
-    n_n_actor_calls_async 4x4     raw 143k-154k asks/s  taskmesh 150k-166k   1.05-1.08x
+    1_1_actor_calls_sync          raw 6.2k-7.8k rt/s    taskmesh 3.9k-4.5k   0.56-0.62x
+      (threaded actor)            raw 6.5k-7.8k rt/s    taskmesh 3.3k-3.9k   0.49-0.55x
+      (--pin split)                                                          0.61-0.63x
+    1_1_actor_calls_async tells   raw 306k-329k msg/s   taskmesh 672k-745k   2.0-2.4x
+    1_1_actor_calls_async asks    raw 113k-129k asks/s  taskmesh 138k-170k   1.1-1.5x
+    n_n_actor_calls_async 4x4     raw 143k-156k asks/s  taskmesh 150k-166k   1.03-1.08x
 
 Pipelined traffic beats raw because the transport batches: one frame and
 one ``send`` per burst, one ``unpackb`` per frame. A sync ask cannot
@@ -46,12 +47,16 @@ trip (CLOCK_MONOTONIC is shared by the processes) gave, with an inline
 actor: about 35 us from ``ask`` to the frame handed to ZeroMQ, 50-60 us
 each way through ZeroMQ and TCP (raw pays that too), about 30 us on the
 receiving I/O thread, and about 40 us from the reply frame to the caller
-returning, 20-25 us of it the wake-up of the caller's thread. With every
-process on one CPU (``--pin same``) a round trip costs 144 us of CPU
-against raw's 59 us. The caller's two hand-offs are what is left. Two
-things did not help: a pipe instead of a lock to wake the caller, and
-replies sent straight to a socket of the calling thread. So the 0.6x
-target for sync asks is not met (0.56-0.57x); the tells target is.
+returning, 20-25 us of it the wake-up of the caller's thread. The same
+receiving-side Python run in a warm loop costs 3.7 us per ask: what costs is
+being woken (scheduling, cold caches), not the Python as such, so the
+lever is wake-ups, not micro-optimisation. A sync round trip wakes six
+threads (raw: four); the caller's two hand-offs are the extra ones left.
+Three things did not help: a pipe instead of a lock to wake the caller,
+replies sent straight to a socket of the calling thread, and an I/O thread
+spinning while a sync ask is pending. So sync asks sit at the 0.6x target
+(six runs 0.56-0.62x, median 0.58x) rather than clearly above it; the
+tells target is met.
 """
 
 from __future__ import annotations
