@@ -30,6 +30,7 @@ from taskmesh.transport.iostate import (
     _EVENTS,
     _NOBLOCK,
     _POLLIN,
+    _POLLOUT,
     _RCVMORE,
     _READ_BUDGET,
     IOState,
@@ -201,20 +202,35 @@ class Inbound(IOState):
     def _failure(self, cid: int, exc: BaseException) -> bytes:
         return encode_failure(cid, exc, self.t.max_message_size)
 
-    def _read_link(self, link: Link) -> None:
+    def _service(self, link: Link, answered: list[tuple[Reply, list[Any]]]) -> None:
+        """Look at a link's socket: unblock it if it can send, read what came.
+
+        The caller holds ``link.lock``; any thread. Whoever used the socket
+        calls this before letting go of it: a send or receive may consume the
+        signal on the socket's fd, and the fd would then stay quiet.
+        """
+        sock = link.socket
+        assert sock is not None
+        events: Callable[[int], int] = sock.getsockopt  # type: ignore[assignment]
+        ready = events(_EVENTS)
+        if ready & _POLLOUT and link.blocked:
+            link.blocked = False
+        if ready & _POLLIN:
+            self._read_link(link, answered)
+
+    def _read_link(self, link: Link, answered: list[tuple[Reply, list[Any]]]) -> None:
+        """Read replies (and pongs) from a link into ``answered``; the caller
+        holds ``link.lock``. Reads until the socket has nothing more."""
         sock = link.socket
         assert sock is not None
         t = self.t
         counters = t.counters
         pending = t._pending
-        answered = self.answered
         events: Callable[[int], int] = sock.getsockopt  # type: ignore[assignment]
-        for i in range(_READ_BUDGET):
-            if i and not events(_EVENTS) & _POLLIN:
-                return
+        for _ in range(_READ_BUDGET):
             try:
                 data = sock.recv(_NOBLOCK)
-            except zmq.Again:  # the POLLOUT-only wake-up of a blocked link
+            except zmq.Again:
                 return
             counters.frames_in += 1
             counters.bytes_in += len(data)
@@ -239,6 +255,9 @@ class Inbound(IOState):
                     answered.append((entry[0], env))
                 elif kind != PONG:
                     self._malformed(f"unexpected envelope kind {kind!r} on a link")
+            if not events(_EVENTS) & _POLLIN:
+                return
+        link.parked = True  # more to read: the I/O thread looks again at its next turn
 
     @staticmethod
     def _answer(answered: list[tuple[Reply, list[Any]]]) -> None:

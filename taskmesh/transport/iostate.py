@@ -65,5 +65,7 @@ class IOState:
     def _fail_queued(self, link: Link) -> None:  # pragma: no cover - see Outbound
         raise NotImplementedError
 
-    def _read_link(self, link: Link) -> None:  # pragma: no cover - see Inbound
+    def _service(  # pragma: no cover - see Inbound
+        self, link: Link, answered: list[tuple[Reply, list[Any]]]
+    ) -> None:
         raise NotImplementedError

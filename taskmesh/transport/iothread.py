@@ -48,10 +48,9 @@ from taskmesh.transport.iostate import (
     _HEADER_SLACK,
     _MONITOR_EVENTS,
     _POLLIN,
-    _POLLOUT,
     log,
 )
-from taskmesh.transport.link import DOWN, UP, Link
+from taskmesh.transport.link import CONNECTING, DOWN, UP, Link
 from taskmesh.transport.liveness import Liveness
 from taskmesh.transport.outbound import Outbound
 
@@ -83,7 +82,8 @@ class IOThread(Inbound, Outbound, Liveness):
         self.links: list[Link] = []
         self.reply_backlog: dict[bytes, deque[tuple[bytes, int]]] = {}
         self.answered: list[tuple[Reply, list[Any]]] = []  # replies not yet handed over
-        self.by_socket: dict[zmq.Socket[bytes], Link] = {}
+        self.by_fd: dict[int, Link] = {}
+        self.unpolled: set[Link] = set()  # links whose fd is out of the poll
         self.by_monitor: dict[zmq.Socket[bytes], Link] = {}
         self.prefix = b""
         self.pong = encode_envelope(PONG, None, 0, None, None, 1 << 10)
@@ -142,10 +142,15 @@ class IOThread(Inbound, Outbound, Liveness):
         monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
         link.socket = sock
         link.monitor = monitor
+        fd = sock.getsockopt(zmq.FD)
+        assert isinstance(fd, int)
+        link.fd = fd
         self.links.append(link)
-        self.by_socket[sock] = link
+        self.by_fd[link.fd] = link
         self.by_monitor[monitor] = link
-        self.poller.register(sock, _POLLIN)
+        # The fd, not the socket: polling a socket uses it, and a thread doing
+        # a sync ask may be using it (under link.lock) at the same time.
+        self.poller.register(link.fd, _POLLIN)
         self.poller.register(monitor, _POLLIN)
         try:
             sock.connect(link.address)
@@ -183,7 +188,7 @@ class IOThread(Inbound, Outbound, Liveness):
         poll = self.poller.poll
         router = self.router
         waker_fd = self.waker.fd
-        by_socket = self.by_socket
+        by_fd = self.by_fd
         replies = t._replies
         answered = self.answered
         interval = t.heartbeat_interval
@@ -197,18 +202,19 @@ class IOThread(Inbound, Outbound, Liveness):
             while t._new_links:
                 self._open(t._new_links.popleft())
             busy = bool(replies)
-            if not busy:
-                for link in self.links:
-                    if link.queue and (
-                        link.state == DOWN or (link.state == UP and not link.blocked)
-                    ):
-                        busy = True
-                        break
+            retry = bool(self.reply_backlog)
+            for link in self.links:
+                if link.parked:
+                    self._look(link)
+                if link.parked or link.blocked:
+                    retry = True
+                elif link.queue and link.state != CONNECTING:
+                    busy = True
             if answered:  # read at a disconnect (answers read in a poll went at once)
                 self._answer(answered)
             if busy:
                 timeout = 0
-            elif self.reply_backlog:
+            elif retry:
                 timeout = 1
             else:
                 timeout = max(0, int((next_tick - clock()) * 1000) + 1)
@@ -224,20 +230,22 @@ class IOThread(Inbound, Outbound, Liveness):
                 elif sock == waker_fd:
                     self.waker.drain()
                 else:
-                    found = by_socket.get(sock)
-                    if found is not None:
-                        link = found
-                        if event & _POLLOUT:
-                            link.blocked = False
-                            self.poller.register(sock, _POLLIN)
-                        if event & _POLLIN:
-                            self._read_link(link)
-                            if answered:
-                                # Start the askers' wake-up now: it takes longer
-                                # than what this thread has left to do (measured).
-                                self._answer(answered)
-                    else:
+                    found = by_fd.get(sock)
+                    if found is None:
                         self._read_monitor(sock)
+                    elif found.lock.acquire(False):
+                        try:
+                            self._service(found, answered)
+                        finally:
+                            found.lock.release()
+                        if answered:
+                            # Start the askers' wake-up now: it takes longer
+                            # than what this thread has left to do (measured).
+                            self._answer(answered)
+                    else:  # a sync asker holds the socket: poll its fd later
+                        self.poller.unregister(sock)
+                        self.unpolled.add(found)
+                        found.parked = True
             if replies:
                 self._send_replies()
             if self.reply_backlog:
@@ -245,14 +253,35 @@ class IOThread(Inbound, Outbound, Liveness):
             for link in self.links:
                 if link.queue or link.carry is not None:
                     if link.state == UP:
-                        if not link.blocked:
-                            self._flush(link)
+                        if link.lock.acquire(False):
+                            try:
+                                self._flush(link)
+                                self._service(link, answered)
+                            finally:
+                                link.lock.release()
+                        # else the holder sends the queue before it lets go
                     elif link.state == DOWN:
-                        self._fail_queued(link)
+                        with link.lock:
+                            self._fail_queued(link)
             now = clock()
             if now >= next_tick:
                 self._tick(now)
                 next_tick = now + interval
+
+    def _look(self, link: Link) -> None:
+        """Poll a parked link's fd again and read what it holds, unless a
+        sync asker still holds the socket."""
+        if not link.lock.acquire(False):
+            return
+        try:
+            link.parked = False
+            if link in self.unpolled:
+                self.unpolled.discard(link)
+                self.poller.register(link.fd, _POLLIN)
+            if link.socket is not None:
+                self._service(link, self.answered)
+        finally:
+            link.lock.release()
 
     # --- shutdown -----------------------------------------------------------
 
@@ -265,7 +294,7 @@ class IOThread(Inbound, Outbound, Liveness):
         for link in self.links:
             if link.state == UP:
                 live.add(link)
-                if not link.blocked:
+                with link.lock:
                     self._flush(link)
             link.reason = link.reason or "transport stopped"
             self._fail_queued(link)
@@ -289,8 +318,9 @@ class IOThread(Inbound, Outbound, Liveness):
         linger = int(self.t.linger * 1000)
         for link in self.links:
             if link.socket is not None:
-                link.socket.disable_monitor()
-                link.socket.close(linger if live and link in live else 0)
+                with link.lock:
+                    link.socket.disable_monitor()
+                    link.socket.close(linger if live and link in live else 0)
             if link.monitor is not None:
                 link.monitor.close(0)
         if self.router is not None:

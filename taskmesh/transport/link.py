@@ -1,13 +1,17 @@
 """The outbound link to one peer, shared by sending threads and the I/O thread.
 
-Sending threads only append encoded envelopes to ``queue`` (a deque: append
-and popleft are atomic, so no lock is taken on the hot path) and read
-``state``. Everything else, the socket included, belongs to the I/O thread.
+Sending threads append encoded envelopes to ``queue`` (a deque: append and
+popleft are atomic) and read ``state``. The socket belongs to whoever holds
+``lock``: the I/O thread, or for a moment a thread doing a sync ask, which
+sends its ask and reads its answer itself (two thread hand-offs fewer; see
+``Transport._lead``). The I/O thread polls the socket's file descriptor,
+never the socket, so it does not touch the socket without the lock.
 """
 
 from __future__ import annotations
 
 import threading
+from _thread import allocate_lock
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
@@ -34,8 +38,11 @@ class Link:
         "blocked",
         "carry",
         "carry_count",
+        "fd",
         "last_seen",
+        "lock",
         "monitor",
+        "parked",
         "queue",
         "reason",
         "seen",
@@ -55,6 +62,9 @@ class Link:
         # Set by the I/O thread whenever it drains the queue; a sender that
         # found the queue full waits on it.
         self.space = threading.Event()
+        self.lock = allocate_lock()  # held by whoever uses ``socket``
+        self.parked = False  # fd left out of the I/O thread's poll while lock was held
+        self.fd = -1
         # I/O thread only:
         self.socket: zmq.Socket[bytes] | None = None
         self.monitor: zmq.Socket[bytes] | None = None

@@ -11,7 +11,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from taskmesh.errors import AskTimeout, PeerUnreachable
-from taskmesh.transport.iostate import _POLLIN, IOState, log
+from taskmesh.transport.iostate import IOState, log
 from taskmesh.transport.link import DOWN, UP, Link
 
 __all__ = ["Liveness"]
@@ -34,8 +34,11 @@ class Liveness(IOState):
             elif event == zmq.EVENT_DISCONNECTED:
                 # Replies the peer sent before it went away may be queued on
                 # the link still: hand them over before failing what waits.
-                if link.socket is not None:
-                    self._read_link(link)
+                if link.socket is not None and link.lock.acquire(False):
+                    try:
+                        self._service(link, self.answered)
+                    finally:
+                        link.lock.release()
                 self._down(link, "disconnected")
             elif event == zmq.EVENT_CONNECT_RETRIED:
                 self._down(link, "connection refused or timed out")
@@ -78,10 +81,9 @@ class Liveness(IOState):
         if link.suspect:
             link.suspect = False
             counters.suspect_peers -= 1
-        if link.socket is not None and link.blocked:
-            link.blocked = False
-            self.poller.register(link.socket, _POLLIN)
-        self._fail_queued(link)
+        link.blocked = False
+        with link.lock:
+            self._fail_queued(link)
         exc = PeerUnreachable(f"{link.address} is unreachable: {reason}")
         pending = self.t._pending
         for cid, entry in list(pending.items()):

@@ -18,8 +18,6 @@ from taskmesh.transport.iostate import (
     _BATCH_COUNT,
     _COPY_THRESHOLD,
     _NOBLOCK,
-    _POLLIN,
-    _POLLOUT,
     _SNDMORE,
     IOState,
 )
@@ -106,6 +104,7 @@ class Outbound(IOState):
                 )
 
     def _flush(self, link: Link) -> None:
+        """Send what ``link`` has queued; the caller holds ``link.lock``."""
         sock = link.socket
         assert sock is not None
         counters = self.t.counters
@@ -131,8 +130,7 @@ class Outbound(IOState):
                 sock.send(frame, _NOBLOCK, copy=len(frame) < _COPY_THRESHOLD)
             except zmq.Again:
                 link.carry = frame
-                link.blocked = True
-                self.poller.register(sock, _POLLIN | _POLLOUT)
+                link.blocked = True  # retried each millisecond, or when the fd says so
                 break
             link.carry = None
             counters.frames_out += 1

@@ -19,7 +19,7 @@ import time
 from _thread import get_ident
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.auth.thread
@@ -34,11 +34,18 @@ from taskmesh.errors import (
 )
 from taskmesh.transport.counters import Counters
 from taskmesh.transport.envelope import ASK, TELL, decode_frame, encode_envelope
-from taskmesh.transport.link import DOWN, Link
+from taskmesh.transport.link import DOWN, UP, Link
 from taskmesh.transport.ref import RemoteRef
 from taskmesh.transport.security import CurveKeys
 
+if TYPE_CHECKING:
+    from taskmesh.transport.iothread import IOThread
+
 __all__ = ["DeadLetterCallback", "Deliver", "PeerListener", "Transport"]
+
+_LEAD_HOLD = 0.001  # s a sync asker may keep a link's socket waiting for its answer
+_POLLIN = int(zmq.POLLIN)
+_zmq_poll = zmq.zmq_poll
 
 log = logging.getLogger("taskmesh.transport")
 
@@ -168,6 +175,7 @@ class Transport:
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._auth: zmq.auth.thread.ThreadAuthenticator | None = None
         self._thread: threading.Thread | None = None
+        self._io: IOThread | None = None
 
     # --- lifecycle (caller's thread) -------------------------------------
 
@@ -184,6 +192,7 @@ class Transport:
             self._auth.configure_curve(domain="*", location=str(self.keys.authorized))
         self._waker = _Waker()
         io = IOThread(self, self._context, self._waker, self._listen)
+        self._io = io
         self._thread = threading.Thread(target=io.run, name="taskmesh-transport-io", daemon=True)
         self._thread.start()
         if not io.ready.wait(timeout):
@@ -295,12 +304,12 @@ class Transport:
             if waker is not None:
                 waker.wake()
 
-    def _enqueue(self, link: Link, data: bytes) -> bool:
+    def _enqueue(self, link: Link, data: bytes, wake: bool = True) -> bool:
         queue = link.queue
         if len(queue) >= self.max_queue and not self._wait_for_space(link):
             return False
         queue.append(data)
-        if not self._wake_pending:
+        if wake and not self._wake_pending:
             self._wake_pending = True
             waker = self._waker
             if waker is not None:
@@ -336,6 +345,7 @@ class Transport:
         message: Any,
         timeout: float | None,
         key: str | None = None,
+        wake: bool = True,
     ) -> tuple[int, Reply]:
         cid = next(self._cids)
         if timeout is None:
@@ -349,7 +359,7 @@ class Transport:
             raise PeerUnreachable(f"{link.address} is unreachable: {link.reason or 'stopped'}")
         reply = Reply()
         self._pending[cid] = (reply, link, deadline)
-        if not self._enqueue(link, data):
+        if not self._enqueue(link, data, wake):
             self._pending.pop(cid, None)
             if link.state == DOWN:
                 raise PeerUnreachable(f"{link.address} is unreachable: {link.reason}")
@@ -359,12 +369,63 @@ class Transport:
     def _ask_sync(
         self, link: Link, target: str, message: Any, timeout: float | None, key: str | None
     ) -> Any:
-        cid, reply = self._ask(link, target, message, timeout, key)
+        cid, reply = self._ask(link, target, message, timeout, key, wake=False)
+        if not self._lead(link, reply, timeout):
+            self._wake()
         try:
             return reply.get(timeout)
         except AskTimeout:
             self._pending.pop(cid, None)
             raise
+
+    def _lead(self, link: Link, reply: Reply, timeout: float | None) -> bool:
+        """Send a sync ask and read its answer in the asking thread.
+
+        Saves the two hand-offs to and from the I/O thread (a wake-up each).
+        Only if the link is up and its socket free (``link.lock``); False
+        otherwise, and the I/O thread must be woken to send. Holds the socket
+        for at most ``_LEAD_HOLD`` s (other threads' messages to this peer
+        wait meanwhile, and are sent before it lets go); a slower answer is
+        then read by the I/O thread. Returns True once the queue was sent.
+        """
+        io = self._io
+        if io is None or link.state != UP or link.blocked or self._stopping:
+            return False
+        lock = link.lock
+        if not lock.acquire(False):
+            return False
+        sock = link.socket
+        answered: list[tuple[Reply, list[Any]]] = []
+        try:
+            if sock is None or get_ident() == self._io_thread_id:
+                return False
+            io._flush(link)
+            hold = _LEAD_HOLD if timeout is None else min(_LEAD_HOLD, timeout)
+            items = [(sock, _POLLIN)]
+            end = self.clock() + hold
+            while True:
+                io._service(link, answered)
+                if answered:
+                    io._answer(answered)
+                if reply.done() or link.blocked:
+                    break
+                if link.queue:
+                    io._flush(link)
+                left = end - self.clock()
+                if left <= 0:
+                    break
+                _zmq_poll(items, max(1, int(left * 1000)))
+        finally:
+            if link.queue and link.carry is None and sock is not None:
+                io._flush(link)
+            if sock is not None:
+                io._service(link, answered)
+            lock.release()
+            if answered:
+                io._answer(answered)
+        if link.parked or link.queue or link.carry is not None:
+            self._wake()
+        return True
 
     def dead_letter(self, address: str, target: str, message: Any, reason: str) -> None:
         """Count and report one undelivered message; any thread."""

@@ -7,7 +7,7 @@ serves until its stdin closes or it is killed::
     python -m tests.integration.transport.peer [--listen EP] [--secret F --authorized D]
 
 Actors: ``echo`` answers an ask with the message (``{"raise": text}``
-raises ValueError instead), ``seq`` records tells and answers ``"get"``
+raises ValueError instead, ``{"sleep": s}`` waits first), ``seq`` records tells and answers ``"get"``
 with them, ``control`` answers ``{"op": "stats"}`` with the transport's
 counters, ``{"op": "bye"}`` with ``"bye"`` and then stops the transport at
 once, and ``{"op": "tell"|"ask", "address", "name", "message"}`` by
@@ -83,6 +83,8 @@ class Peer:
     def echo(self, message: Any) -> Any:
         if isinstance(message, dict) and "raise" in message:
             raise ValueError(message["raise"])
+        if isinstance(message, dict) and "sleep" in message:
+            threading.Event().wait(float(message["sleep"]))
         return message
 
     def record(self, message: Any) -> Any:

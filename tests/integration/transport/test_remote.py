@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -243,3 +244,49 @@ def test_an_answer_sent_just_before_the_peer_stops_is_not_lost(
     for _ in range(20):
         peer = peers.start()
         assert local.ref(peer.address, "control").ask({"op": "bye"}, timeout=10) == "bye"
+
+
+def test_sync_asks_from_several_threads_keep_each_threads_order_with_its_tells(
+    local: Transport, peers: Peers
+) -> None:
+    # A sync ask sends the link's queue itself when the socket is free, or
+    # leaves it to the I/O thread: either way a thread's messages keep order.
+    peer = peers.start()
+    seq = local.ref(peer.address, "seq")
+    errors: list[BaseException] = []
+
+    def sender(thread: int) -> None:
+        try:
+            for i in range(600):
+                if i % 3 == 0:
+                    seq.ask([thread, i], timeout=10)
+                else:
+                    seq.tell([thread, i])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    seen = seq.ask("get", timeout=10)
+    for n in range(4):
+        assert [i for t, i in seen if t == n] == list(range(600))
+
+
+def test_a_slow_answer_is_read_by_the_io_thread_while_others_keep_sending(
+    local: Transport, peers: Peers
+) -> None:
+    peer = peers.start()
+    echo = local.ref(peer.address, "echo")
+    seq = local.ref(peer.address, "seq")
+    answers: list[object] = []
+    asker = threading.Thread(target=lambda: answers.append(echo.ask({"sleep": 0.5}, timeout=10)))
+    asker.start()
+    for i in range(200):  # sent while the asker waits for its answer
+        seq.tell(i)
+    assert seq.ask("get", timeout=10) == list(range(200))
+    asker.join(10)
+    assert answers == [{"sleep": 0.5}]
