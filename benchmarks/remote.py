@@ -28,35 +28,33 @@ finds them idle runs on the I/O thread); the ``threaded actor`` row asks an
 ordinary actor, which runs on its own thread.
 
 Figures (2026-11-23, the shared 2-core VM, Python 3.11.7, pyzmq 27.3,
-libzmq 4.3.5, real ActorSystem actors; several runs, the spread is the
-machine's)::
+libzmq 4.3.5, real ActorSystem actors; five runs of the sync case, two of
+the rest; the spread is the machine's)::
 
-    1_1_actor_calls_sync          raw 6.2k-7.8k rt/s    taskmesh 3.9k-4.5k   0.56-0.62x
-      (threaded actor)            raw 6.5k-7.8k rt/s    taskmesh 3.3k-3.9k   0.49-0.55x
-      (--pin split)                                                          0.61-0.63x
-    1_1_actor_calls_async tells   raw 306k-329k msg/s   taskmesh 672k-745k   2.0-2.4x
-    1_1_actor_calls_async asks    raw 113k-129k asks/s  taskmesh 138k-170k   1.1-1.5x
-    n_n_actor_calls_async 4x4     raw 143k-156k asks/s  taskmesh 150k-166k   1.03-1.08x
+    1_1_actor_calls_sync          raw 5.6k-7.9k rt/s    taskmesh 3.7k-5.3k   0.63-0.68x
+      (threaded actor)            raw 5.7k-7.7k rt/s    taskmesh 3.2k-4.2k   0.53-0.59x
+    1_1_actor_calls_async tells   raw 309k-332k msg/s   taskmesh 667k-683k   2.0-2.2x
+    1_1_actor_calls_async asks    raw 98k-136k asks/s   taskmesh 129k-140k   1.0-1.3x
+    n_n_actor_calls_async 4x4     raw 85k-99k asks/s    taskmesh 123k-144k   1.4-1.5x
 
 Pipelined traffic beats raw because the transport batches: one frame and
 one ``send`` per burst, one ``unpackb`` per frame. A sync ask cannot
-batch. An ordinary actor pays four thread hand-offs raw does not (caller ->
-I/O thread, I/O thread -> actor, actor -> I/O thread, I/O thread ->
-caller); an inline actor saves the middle two. Timestamps along one round
-trip (CLOCK_MONOTONIC is shared by the processes) gave, with an inline
-actor: about 35 us from ``ask`` to the frame handed to ZeroMQ, 50-60 us
-each way through ZeroMQ and TCP (raw pays that too), about 30 us on the
-receiving I/O thread, and about 40 us from the reply frame to the caller
-returning, 20-25 us of it the wake-up of the caller's thread. The same
-receiving-side Python run in a warm loop costs 3.7 us per ask: what costs is
-being woken (scheduling, cold caches), not the Python as such, so the
-lever is wake-ups, not micro-optimisation. A sync round trip wakes six
-threads (raw: four); the caller's two hand-offs are the extra ones left.
-Three things did not help: a pipe instead of a lock to wake the caller,
-replies sent straight to a socket of the calling thread, and an I/O thread
-spinning while a sync ask is pending. So sync asks sit at the 0.6x target
-(six runs 0.56-0.62x, median 0.58x) rather than clearly above it; the
-tells target is met.
+batch. Done naively it pays four thread hand-offs raw does not (caller ->
+I/O thread -> actor -> I/O thread -> caller), each a wake-up of a sleeping
+thread. On this VM that costs 20-25 us, and the code that runs next starts
+with cold caches. The receiving side's Python costs 3.7 us per ask in a
+warm loop, but about 30 us when woken for each one. So the lever is
+wake-ups, not micro-optimisation. Two measures remove them:
+
+- the asking thread borrows the peer link's socket when it is free, sends
+  the ask and reads the answer itself (``Transport._lead``; 0.56-0.62x ->
+  0.63-0.68x with an inline actor);
+- an inline actor runs a remote message on the I/O thread when idle
+  (``Actor.inline``; about +0.07x, the threaded row).
+
+Tried and not kept: a pipe instead of a lock to wake the caller (slower),
+replies to a socket owned by the calling thread (no gain), and an I/O
+thread spinning while a sync ask is pending (no gain).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The I/O thread: the one thread that touches this node's ZeroMQ sockets.
+"""The I/O thread: the thread that runs this node's ZeroMQ sockets.
+
+A thread doing a sync ask may borrow a link's socket while it holds
+``Link.lock``; the I/O thread uses a link's socket only under that lock
+too, and polls its file descriptor, never the socket itself.
 
 It owns the bound ROUTER (inbound tells, asks and heartbeats from every
 peer, answered on the same connection), one DEALER per peer (outbound
@@ -318,9 +322,10 @@ class IOThread(Inbound, Outbound, Liveness):
         linger = int(self.t.linger * 1000)
         for link in self.links:
             if link.socket is not None:
-                with link.lock:
+                with link.lock:  # a sync asker finds None and leaves it alone
                     link.socket.disable_monitor()
                     link.socket.close(linger if live and link in live else 0)
+                    link.socket = None
             if link.monitor is not None:
                 link.monitor.close(0)
         if self.router is not None:

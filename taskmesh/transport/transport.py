@@ -1,12 +1,16 @@
 """The node's ZeroMQ transport: remote tell and ask between processes.
 
-Threads: every ZeroMQ socket belongs to one I/O thread (see
+Threads: the ZeroMQ sockets belong to one I/O thread (see
 :mod:`taskmesh.transport.iothread`). Other threads (callers of ``tell`` and
 ``ask``, actors answering remote asks) encode their envelope themselves,
 append it to a deque and wake the I/O thread through a file descriptor,
 but only if no wake-up is pending already: while the I/O thread is busy,
 a burst of messages costs one wake-up, and the I/O thread sends all that
 queued up as one frame per peer.
+
+One exception, for speed: a thread doing a sync ask borrows the peer
+link's socket when it is free (``Link.lock``), sends the queue itself and
+reads its answer, sparing two wake-ups (see :meth:`Transport._lead`).
 """
 
 from __future__ import annotations
