@@ -116,6 +116,9 @@ class Cell(pykka.ThreadingActor):
         self._needs_fresh = False
         self.inline = inline
         self._busy = allocate_lock() if inline else None
+        if self._busy is not None:
+            self._busy.acquire()  # until the thread starts: no inline run before on_start
+        self._stash: Envelope | None = None  # taken from the mailbox, not yet run
         self.io_queued = 0  # REMOTE messages put by the I/O thread
         self._io_taken = 0  # REMOTE messages taken by this cell's thread
 
@@ -161,6 +164,9 @@ class Cell(pykka.ThreadingActor):
         cell's end)."""
         dead_letters = self.system.dead_letters
         queued = self.mailbox.drain()
+        stash, self._stash = self._stash, None
+        if stash is not None:
+            queued.insert(0, stash)
         retry, self._retry = self._retry, None
         if retry is not None:
             queued.insert(0, (0, retry[0], retry[1], retry[2]))
@@ -242,8 +248,6 @@ class Cell(pykka.ThreadingActor):
         self.thread_id = get_ident()
         threading.current_thread().name = f"taskmesh:{self.name}"
         try:
-            if self._busy is not None:
-                self._busy.acquire()  # held except while waiting for mail
             self._start_instance(None)
             self.started.set()
             self._run()
@@ -292,13 +296,23 @@ class Cell(pykka.ThreadingActor):
 
     def _inline_get(self) -> Envelope:
         """An inline actor's mailbox read: lets the I/O thread in meanwhile."""
+        stash = self._stash
+        if stash is not None:
+            self._stash = None
+            return stash
         busy = self._busy
         assert busy is not None
         busy.release()
         try:
-            return self.mailbox.get()
+            envelope = self.mailbox.get()
         finally:
             busy.acquire()
+        if self._state is not RUNNING or self._retry is not None or self.mailbox.system:
+            # An inline run failed meanwhile (or a directive came): run this
+            # later, after the supervisor has decided. WAKE runs nothing.
+            self._stash = envelope
+            return WAKE_ENVELOPE
+        return envelope
 
     def _message_failed(
         self,

@@ -301,7 +301,8 @@ class IOThread(Inbound, Outbound, Liveness):
                 with link.lock:
                     self._flush(link)
             link.reason = link.reason or "transport stopped"
-            self._fail_queued(link)
+            with link.lock:
+                self._fail_queued(link)
             link.state = DOWN
         while t._new_links:
             link = t._new_links.popleft()

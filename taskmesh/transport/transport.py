@@ -30,6 +30,7 @@ import zmq.auth.thread
 
 from taskmesh.actors.future import Reply, ReplyTo
 from taskmesh.errors import (
+    ActorError,
     ActorNotFound,
     AskTimeout,
     ConfigError,
@@ -373,6 +374,11 @@ class Transport:
     def _ask_sync(
         self, link: Link, target: str, message: Any, timeout: float | None, key: str | None
     ) -> Any:
+        if get_ident() == self._io_thread_id:
+            raise ActorError(
+                "cannot ask synchronously on the transport's I/O thread: an inline "
+                "actor must not block; use tell or ask_async"
+            )
         cid, reply = self._ask(link, target, message, timeout, key, wake=False)
         if not self._lead(link, reply, timeout):
             self._wake()
@@ -401,17 +407,17 @@ class Transport:
         sock = link.socket
         answered: list[tuple[Reply, list[Any]]] = []
         try:
-            if sock is None or get_ident() == self._io_thread_id:
+            if sock is None or link.state != UP:
                 return False
             io._flush(link)
             hold = _LEAD_HOLD if timeout is None else min(_LEAD_HOLD, timeout)
             items = [(sock, _POLLIN)]
             end = self.clock() + hold
             while True:
-                io._service(link, answered)
-                if answered:
-                    io._answer(answered)
-                if reply.done() or link.blocked:
+                io._service(link, answered)  # answers are handed over after the lock
+                if reply.done() or link.blocked or link.state != UP:
+                    break
+                if any(got is reply for got, _ in answered):
                     break
                 if link.queue:
                     io._flush(link)
@@ -420,7 +426,7 @@ class Transport:
                     break
                 _zmq_poll(items, max(1, int(left * 1000)))
         finally:
-            if link.queue and link.carry is None and sock is not None:
+            if link.queue and link.carry is None and sock is not None and link.state == UP:
                 io._flush(link)
             if sock is not None:
                 io._service(link, answered)

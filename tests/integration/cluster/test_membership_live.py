@@ -52,10 +52,16 @@ def test_a_killed_member_vanishes_with_its_names_and_routes_within_its_ttl(
         wait_until(lambda: observer.route("resize"), 10, what="route seen")
         killed = time.monotonic()
         victim.signal(signal.SIGKILL)
-        gone = wait_until(lambda: "victim" not in observer.members(), 10, what="victim gone")
+        wait_until(lambda: "victim" not in observer.members(), 10, what="victim gone")
+        # Members, names and routes come through separate watches: each may
+        # lag the others a little, all are gone within the TTL.
+        wait_until(
+            lambda: observer.lookup("victim-actor") is None and observer.route("resize") == [],
+            10,
+            what="names and routes gone",
+        )
+        gone = time.monotonic() - killed
         assert gone < LEASE_TTL + SLACK, gone
-        assert observer.lookup("victim-actor") is None
-        assert observer.route("resize") == []
         print(f"SIGKILL -> gone from view: {time.monotonic() - killed:.2f}s")
 
 

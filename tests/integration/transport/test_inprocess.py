@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from taskmesh.actors.future import ReplyTo
-from taskmesh.errors import AskTimeout, TransportError
+from taskmesh.errors import ActorError, AskTimeout, TransportError
 from taskmesh.transport import Transport
 from tests.integration.transport.conftest import Peers
 from tests.integration.transport.local import local_transport
@@ -182,3 +182,33 @@ def test_listening_on_a_taken_port_fails_at_start(
     clash = Transport(listen=server.address)
     with pytest.raises(TransportError, match="cannot listen"):
         clash.start()
+
+
+def test_a_sync_ask_made_on_the_io_thread_raises_and_sends_nothing() -> None:
+    # What an inline actor that asks synchronously would do: refused at once.
+    errors: list[BaseException] = []
+    nested = Recorder()
+    other = Transport(deliver=nested)
+    other.start()
+
+    def deliver(target: str, message: Any, reply: ReplyTo | None, *rest: Any) -> None:
+        try:
+            server.ref(other.address, "x").ask("nested", timeout=5.0)
+        except BaseException as exc:  # recorded for the assertion below
+            errors.append(exc)
+        if reply is not None:
+            reply.set("done")
+
+    server = Transport(deliver=deliver)
+    server.start()
+    client = local_transport(listen=None)
+    try:
+        assert client.ref(server.address, "a").ask("go", timeout=10.0) == "done"
+        assert len(errors) == 1 and isinstance(errors[0], ActorError)
+        assert "I/O thread" in str(errors[0])
+        assert server.snapshot()["asks_pending"] == 0
+        assert nested.calls == []
+    finally:
+        client.stop()
+        server.stop()
+        other.stop()

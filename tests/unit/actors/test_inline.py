@@ -147,3 +147,51 @@ def test_a_sync_ask_from_an_inline_receive_on_the_io_thread_raises(system: Actor
     thread.join(10)
     with pytest.raises(ActorError, match="I/O thread"):
         replies[0].get(5.0)
+
+
+class Gated(taskmesh.Actor):
+    """Inline; "fail" waits for the gate, then raises. Answers name the instance."""
+
+    inline = True
+    instances = 0
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+
+    def on_start(self) -> None:
+        Gated.instances += 1
+        self.number = Gated.instances
+
+    def receive(self, message: Any) -> Any:
+        if message == "fail":
+            self.gate.wait(10)
+            raise ValueError("inline failure")
+        return self.number
+
+
+def test_a_message_taken_while_an_inline_run_fails_waits_for_the_restart(
+    system: ActorSystem,
+) -> None:
+    gate = threading.Event()
+    Gated.instances = 0
+    system.spawn(
+        taskmesh.Supervisor,
+        name="sup",
+        children=[taskmesh.Child(Gated, name="gated", args=(gate,))],
+    )
+    wait_until(lambda: "gated" in system.names(), timeout=10.0)
+    ref = system.ref("gated")
+    busy = ref._cell._busy
+    assert busy is not None
+    wait_until(lambda: not busy.locked(), timeout=10.0)  # started, waiting for mail
+    failing = Reply()
+    io = threading.Thread(target=lambda: system.deliver("gated", "fail", failing, None))
+    io.start()  # runs inline and waits on the gate, holding the actor
+    wait_until(busy.locked, timeout=10.0)
+    local = ref.ask_async("who")  # the actor's thread takes it and waits for the inline run
+    wait_until(lambda: ref._cell.mailbox.qsize() == 0, timeout=10.0)
+    gate.set()
+    io.join(10)
+    with pytest.raises(ValueError, match="inline failure"):
+        failing.get(5.0)
+    assert local.get(10.0) == 2  # run by the restarted instance, not the failed one
