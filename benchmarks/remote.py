@@ -28,14 +28,14 @@ finds them idle runs on the I/O thread); the ``threaded actor`` row asks an
 ordinary actor, which runs on its own thread.
 
 Figures (2026-11-23, the shared 2-core VM, Python 3.11.7, pyzmq 27.3,
-libzmq 4.3.5, real ActorSystem actors; five runs of the sync case, two of
-the rest; the spread is the machine's)::
+libzmq 4.3.5, real ActorSystem actors; fifteen runs of the sync case, six
+of the rest; the spread is the machine's)::
 
-    1_1_actor_calls_sync          raw 5.6k-7.9k rt/s    taskmesh 3.7k-5.3k   0.63-0.68x
-      (threaded actor)            raw 5.7k-7.7k rt/s    taskmesh 3.2k-4.2k   0.53-0.59x
-    1_1_actor_calls_async tells   raw 309k-332k msg/s   taskmesh 667k-683k   2.0-2.2x
-    1_1_actor_calls_async asks    raw 98k-136k asks/s   taskmesh 129k-140k   1.0-1.3x
-    n_n_actor_calls_async 4x4     raw 85k-99k asks/s    taskmesh 123k-144k   1.4-1.5x
+    1_1_actor_calls_sync          raw 5.6k-7.9k rt/s    taskmesh 3.7k-5.3k   0.60-0.68x
+      (threaded actor)            raw 5.7k-7.7k rt/s    taskmesh 3.2k-4.2k   0.51-0.59x
+    1_1_actor_calls_async tells   raw 280k-332k msg/s   taskmesh 548k-783k   1.9-2.6x
+    1_1_actor_calls_async asks    raw 98k-139k asks/s   taskmesh 129k-156k   1.0-1.3x
+    n_n_actor_calls_async 4x4     raw 85k-164k asks/s   taskmesh 123k-157k   0.8-1.5x
 
 Pipelined traffic beats raw because the transport batches: one frame and
 one ``send`` per burst, one ``unpackb`` per frame. A sync ask cannot
@@ -48,13 +48,14 @@ wake-ups, not micro-optimisation. Two measures remove them:
 
 - the asking thread borrows the peer link's socket when it is free, sends
   the ask and reads the answer itself (``Transport._lead``; 0.56-0.62x ->
-  0.63-0.68x with an inline actor);
+  0.60-0.68x with an inline actor);
 - an inline actor runs a remote message on the I/O thread when idle
   (``Actor.inline``; about +0.07x, the threaded row).
 
 Tried and not kept: a pipe instead of a lock to wake the caller (slower),
-replies to a socket owned by the calling thread (no gain), and an I/O
-thread spinning while a sync ask is pending (no gain).
+replies to a socket owned by the calling thread (no gain), an I/O thread
+spinning while a sync ask is pending (no gain), and an ordinary actor
+sending its answer on the router itself (no gain in the threaded row).
 """
 
 from __future__ import annotations
