@@ -290,3 +290,53 @@ def test_a_slow_answer_is_read_by_the_io_thread_while_others_keep_sending(
     assert seq.ask("get", timeout=10) == list(range(200))
     asker.join(10)
     assert answers == [{"sleep": 0.5}]
+
+
+def test_sync_askers_in_flight_when_the_peer_dies_fail_fast_and_resume_after_it_restarts(
+    local: Transport, peers: Peers
+) -> None:
+    # Several threads keep sync asks in flight (each may be holding the
+    # link's socket) while the peer is killed and restarted: none hangs,
+    # each fails with PeerUnreachable while it is down, all resume after.
+    peer = peers.start()
+    echo = local.ref(peer.address, "echo")
+    stop = threading.Event()
+    answered_after: dict[int, int] = {}
+    restarted = threading.Event()
+    errors: list[BaseException] = []
+
+    def asker(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                assert echo.ask([n, i], timeout=10) == [n, i]
+                if restarted.is_set():
+                    answered_after[n] = answered_after.get(n, 0) + 1
+            except PeerUnreachable:
+                stop.wait(0.01)  # the peer is down: try again shortly
+            except BaseException as exc:  # AskTimeout would mean a hang
+                errors.append(exc)
+                return
+            i += 1
+
+    threads = [threading.Thread(target=asker, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: local.snapshot()["messages_in"] > 300, message="asks flowing")
+        peer.kill()
+        wait_until(lambda: local.peer_state(peer.address) == "down", message="link down")
+        peers.start("--listen", peer.address)
+        restarted.set()
+        wait_until(
+            lambda: len(answered_after) == 3 and min(answered_after.values()) >= 50,
+            timeout=30,
+            message="every asker answered again",
+        )
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    assert not errors
+    assert not any(thread.is_alive() for thread in threads)
+    assert local.snapshot()["asks_pending"] == 0
