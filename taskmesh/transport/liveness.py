@@ -105,6 +105,7 @@ class Liveness(IOState):
         counted as messages.
         """
         t = self.t
+        t._reload_keys()
         counters = t.counters
         for link in self.links:
             if link.state != UP:

@@ -179,6 +179,7 @@ class Transport:
         self._waker: _Waker | None = None
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._auth: zmq.auth.thread.ThreadAuthenticator | None = None
+        self._keys_mtime = 0
         self._thread: threading.Thread | None = None
         self._io: IOThread | None = None
 
@@ -195,6 +196,7 @@ class Transport:
             self._auth = zmq.auth.thread.ThreadAuthenticator(self._context, log=log)
             self._auth.start()
             self._auth.configure_curve(domain="*", location=str(self.keys.authorized))
+            self._keys_mtime = self._authorized_mtime()
         self._waker = _Waker()
         io = IOThread(self, self._context, self._waker, self._listen)
         self._io = io
@@ -219,6 +221,32 @@ class Transport:
         self._wake()
         thread.join(timeout)
         self._cleanup()
+
+    def _authorized_mtime(self) -> int:
+        if self.keys is None:
+            return 0
+        try:
+            return self.keys.authorized.stat().st_mtime_ns
+        except OSError:
+            return self._keys_mtime
+
+    def _reload_keys(self) -> None:
+        """Re-read the authorized keys if a key was added to or removed from
+        their directory (I/O thread, every heartbeat tick). They apply to
+        new connections; a connection already made stays."""
+        auth, keys = self._auth, self.keys
+        if auth is None or keys is None:
+            return
+        mtime = self._authorized_mtime()
+        if mtime == self._keys_mtime:
+            return
+        self._keys_mtime = mtime
+        try:
+            auth.configure_curve(domain="*", location=str(keys.authorized))
+        except Exception as exc:  # a broken key file: keep the keys we had
+            log.warning("could not re-read authorized keys in %s: %s", keys.authorized, exc)
+            return
+        log.info("re-read authorized keys in %s", keys.authorized)
 
     def _cleanup(self) -> None:
         if self._auth is not None:

@@ -16,6 +16,7 @@ from taskmesh.errors import PeerUnreachable
 from taskmesh.transport import CurveKeys, Transport, keygen, load_public_key
 from tests.integration.transport.conftest import Peers
 from tests.integration.transport.local import local_transport
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +143,33 @@ def test_curve_authorized_client_is_served_and_unknown_key_delivers_nothing(
     finally:
         for transport in (good, bad, plain):
             transport.stop()
+
+
+def test_a_key_added_to_the_authorized_directory_is_accepted_without_a_restart(
+    keys: Path, peers: Peers
+) -> None:
+    peer = peers.start(
+        "--secret",
+        str(keys / "server" / "server.key_secret"),
+        "--authorized",
+        str(keys / "authorized"),
+    )
+    server_key = load_public_key(keys / "server" / "server.key")
+
+    def intruder_answered() -> bool:
+        client = _client(keys, "intruder")
+        try:
+            echo = client.ref(peer.address, "echo", server_key=server_key)
+            return bool(echo.ask("now?", timeout=5) == "now?")
+        except PeerUnreachable:
+            return False
+        finally:
+            client.stop()
+
+    assert not intruder_answered()
+    (keys / "authorized" / "intruder.key").write_bytes(
+        (keys / "intruder" / "intruder.key").read_bytes()
+    )
+    wait_until(intruder_answered, timeout=30, message="the newly authorized key to be served")
+    (keys / "authorized" / "intruder.key").unlink()
+    wait_until(lambda: not intruder_answered(), timeout=30, message="the removed key refused")
