@@ -14,7 +14,7 @@ import zmq
 
 from taskmesh.errors import PeerUnreachable
 from taskmesh.transport import CurveKeys, Transport, keygen, load_public_key
-from tests.integration.transport.conftest import Peers
+from tests.integration.transport.conftest import PeerProcess, Peers
 from tests.integration.transport.local import local_transport
 from tests.waiting import wait_until
 
@@ -111,16 +111,21 @@ def _client(keys: Path, name: str) -> Transport:
     return local_transport(keys=curve, listen=None)
 
 
-def test_curve_authorized_client_is_served_and_unknown_key_delivers_nothing(
-    keys: Path, peers: Peers
-) -> None:
+def _curve_peer(keys: Path, peers: Peers) -> tuple[PeerProcess, bytes]:
+    """A peer with the server key pair and ``authorized/``; and its public key."""
     peer = peers.start(
         "--secret",
         str(keys / "server" / "server.key_secret"),
         "--authorized",
         str(keys / "authorized"),
     )
-    server_key = load_public_key(keys / "server" / "server.key")
+    return peer, load_public_key(keys / "server" / "server.key")
+
+
+def test_curve_authorized_client_is_served_and_unknown_key_delivers_nothing(
+    keys: Path, peers: Peers
+) -> None:
+    peer, server_key = _curve_peer(keys, peers)
     good = _client(keys, "client")
     bad = _client(keys, "intruder")
     plain = local_transport(listen=None)
@@ -148,13 +153,7 @@ def test_curve_authorized_client_is_served_and_unknown_key_delivers_nothing(
 def test_a_key_added_to_the_authorized_directory_is_accepted_without_a_restart(
     keys: Path, peers: Peers
 ) -> None:
-    peer = peers.start(
-        "--secret",
-        str(keys / "server" / "server.key_secret"),
-        "--authorized",
-        str(keys / "authorized"),
-    )
-    server_key = load_public_key(keys / "server" / "server.key")
+    peer, server_key = _curve_peer(keys, peers)
 
     def intruder_answered() -> bool:
         client = _client(keys, "intruder")
