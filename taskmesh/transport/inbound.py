@@ -114,15 +114,22 @@ class Inbound(IOState):
             if not option(_EVENTS) & _POLLIN:
                 return
 
-    def _inbound(self, identity: bytes, data: bytes) -> None:
-        t = self.t
-        counters = t.counters
+    def _decode(self, data: bytes) -> list[Any] | None:
+        """Count one received frame and decode it; None if it is malformed."""
+        counters = self.t.counters
         counters.frames_in += 1
         counters.bytes_in += len(data)
         try:
-            frame = decode_frame(data)
+            return decode_frame(data)
         except MalformedFrame as exc:
             self._malformed(str(exc))
+            return None
+
+    def _inbound(self, identity: bytes, data: bytes) -> None:
+        t = self.t
+        counters = t.counters
+        frame = self._decode(data)
+        if frame is None:
             return
         if len(data) > t.max_message_size and self._too_long(data, frame):
             return
@@ -232,12 +239,8 @@ class Inbound(IOState):
                 data = sock.recv(_NOBLOCK)
             except zmq.Again:
                 return
-            counters.frames_in += 1
-            counters.bytes_in += len(data)
-            try:
-                frame = decode_frame(data)
-            except MalformedFrame as exc:
-                self._malformed(str(exc))
+            frame = self._decode(data)
+            if frame is None:
                 continue
             link.seen = True
             for i in range(2, len(frame)):

@@ -214,7 +214,7 @@ class IOThread(Inbound, Outbound, Liveness):
                     retry = True
                 elif link.queue and link.state != CONNECTING:
                     busy = True
-            if answered:  # read at a disconnect (answers read in a poll went at once)
+            if answered:  # read by _look, a flush or a disconnect (a poll's go at once)
                 self._answer(answered)
             if busy:
                 timeout = 0

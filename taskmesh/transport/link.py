@@ -59,15 +59,15 @@ class Link:
         self.queue: deque[bytes] = deque()
         self.state: str = CONNECTING
         self.reason = ""
-        # Set by the I/O thread whenever it drains the queue; a sender that
-        # found the queue full waits on it.
+        # Set by whoever drains the queue; a sender that found it full waits on it.
         self.space = threading.Event()
         self.lock = allocate_lock()  # held by whoever uses ``socket``
-        self.parked = False  # fd left out of the I/O thread's poll while lock was held
-        self.fd = -1
         # I/O thread only:
-        self.socket: zmq.Socket[bytes] | None = None
+        self.fd = -1  # the socket's ZMQ_FD, which the I/O thread polls
+        self.parked = False  # look again at the next turn (fd out of the poll, or unread)
         self.monitor: zmq.Socket[bytes] | None = None
+        # Whoever holds ``lock``:
+        self.socket: zmq.Socket[bytes] | None = None
         self.blocked = False  # the socket refused a send (high-water mark)
         self.carry: bytes | None = None  # a built frame the socket refused
         self.carry_count = 0
