@@ -1,61 +1,29 @@
-"""Remote messaging between two processes on loopback: taskmesh vs raw pyzmq.
+"""Remote messaging through the public API, against raw pyzmq + msgpack.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/remote.py            # about a minute
+    .venv/bin/python benchmarks/remote.py            # a few minutes
     .venv/bin/python benchmarks/remote.py --quick    # a smoke run
+    .venv/bin/python benchmarks/remote.py --only sync
 
-Each figure is measured beside raw pyzmq + msgpack doing the same exchange
-between the same two kinds of process, and printed as a ratio, because the
-machines are shared and noisy: only ratios from one run mean much. Names
-follow Ray's microbenchmarks:
+What runs: an etcd (embedded, started here), one ``taskmesh node`` process
+hosting the actors of ``benchmarks/remote_apps.py``, and in this process a
+client made with ``taskmesh.connect``. Every taskmesh figure goes through
+the public API that users call (``client.ask``, ``client.ref(n)``,
+``client.capability(c)``, and with ``--node`` also ``node.ref(n)`` from a
+``taskmesh.Node`` in this process). Beside each one, raw pyzmq + msgpack
+does the same exchange between two processes (the physical limit of this
+stack), alternating round by round, and the ratio of the medians is
+printed: the machines are shared and noisy, so only ratios from one run
+mean much. Names follow Ray's microbenchmarks:
 
 - ``1_1_actor_calls_sync``: one caller, one actor, ask and wait, repeat
-  (round trips/s);
+  (round trips/s), to an ordinary (threaded) actor, an ``inline`` actor,
+  by name and by capability;
 - ``1_1_actor_calls_async``: pipelined tells (messages/s, until the actor
   has counted them all) and pipelined asks (a window of asks in flight);
 - ``n_n_actor_calls_async``: several caller threads, several actors,
   pipelined asks spread over all of them.
-
-The receiving process hosts real taskmesh actors (``ActorSystem``) unless
-``--actors emulated`` is given, in which case each "actor" is a thread
-reading a ``queue.SimpleQueue``. Each case runs ``--rounds`` times (the
-sync case four times as many, in short slices), alternating raw and
-taskmesh, and the median of each is reported.
-
-The echo actors are inline actors (``inline = True``: a remote message that
-finds them idle runs on the I/O thread); the ``threaded actor`` row asks an
-ordinary actor, which runs on its own thread.
-
-Figures (2026-11-23, the shared 2-core VM, Python 3.11.7, pyzmq 27.3,
-libzmq 4.3.5, real ActorSystem actors; fifteen runs of the sync case, six
-of the rest; the spread is the machine's)::
-
-    1_1_actor_calls_sync          raw 5.6k-7.9k rt/s    taskmesh 3.7k-5.3k   0.60-0.68x
-      (threaded actor)            raw 5.7k-7.7k rt/s    taskmesh 3.2k-4.2k   0.51-0.59x
-    1_1_actor_calls_async tells   raw 280k-332k msg/s   taskmesh 548k-783k   1.9-2.6x
-    1_1_actor_calls_async asks    raw 98k-139k asks/s   taskmesh 129k-156k   1.0-1.3x
-    n_n_actor_calls_async 4x4     raw 85k-164k asks/s   taskmesh 123k-157k   0.8-1.5x
-
-Pipelined traffic beats raw because the transport batches: one frame and
-one ``send`` per burst, one ``unpackb`` per frame. A sync ask cannot
-batch. Done naively it pays four thread hand-offs raw does not (caller ->
-I/O thread -> actor -> I/O thread -> caller), each a wake-up of a sleeping
-thread. On this VM that costs 20-25 us, and the code that runs next starts
-with cold caches. The receiving side's Python costs 3.7 us per ask in a
-warm loop, but about 30 us when woken for each one. So the lever is
-wake-ups, not micro-optimisation. Two measures remove them:
-
-- the asking thread borrows the peer link's socket when it is free, sends
-  the ask and reads the answer itself (``Transport._lead``; 0.56-0.62x ->
-  0.60-0.68x with an inline actor);
-- an inline actor runs a remote message on the I/O thread when idle
-  (``Actor.inline``; about +0.07x, the threaded row).
-
-Tried and not kept: a pipe instead of a lock to wake the caller (slower),
-replies to a socket owned by the calling thread (no gain), an I/O thread
-spinning while a sync ask is pending (no gain), and an ordinary actor
-sending its answer on the router itself (no gain in the threaded row).
 """
 
 from __future__ import annotations
@@ -64,6 +32,7 @@ import argparse
 import collections
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -77,11 +46,13 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import taskmesh  # noqa: E402
 from benchmarks.remote_servers import start_server  # noqa: E402
-from taskmesh.transport import Transport  # noqa: E402
+from taskmesh.cluster import EmbeddedEtcd  # noqa: E402
 
 WINDOW = 1000
 TELLS = "1_1_actor_calls_async (tells)"
+CLUSTER = "bench"
 
 
 # --- raw pyzmq + msgpack (the client side; the server is remote_servers.raw) ---
@@ -192,26 +163,53 @@ class Raw:
         self.ctx.term()
 
 
-# --- taskmesh -------------------------------------------------------------------
+# --- taskmesh, through the public API -------------------------------------------
 
 
-class Mesh:
-    def __init__(self, address: str, actors: int) -> None:
-        self.transport = Transport(listen=None, max_queue=100_000)
-        self.transport.start()
-        self.echo = [self.transport.ref(address, f"echo{i}") for i in range(actors)]
-        self.sink = self.transport.ref(address, "sink")
-        self.threaded = self.transport.ref(address, "threaded")
+def start_node(etcd: str) -> subprocess.Popen[str]:
+    """A ``taskmesh node`` process hosting the benchmark's actors; waits for ready."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskmesh", "node", "--cluster", CLUSTER, "--etcd", etcd,
+         "--name", "bench-server", "--app", "benchmarks.remote_apps:setup",
+         "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip() == "taskmesh: ready":
+            return proc
+    proc.kill()
+    raise RuntimeError("the taskmesh node did not start")
 
-    def sync(self, seconds: float, threaded: bool = False) -> float:
-        ref = self.threaded if threaded else self.echo[0]
-        ref.ask({"n": -1}, timeout=10)
+
+Asker = Callable[[Any], Any]
+
+
+class Public:
+    """The caller side: a client (and optionally a node) of the cluster."""
+
+    def __init__(self, etcd: str, with_node: bool) -> None:
+        self.client = taskmesh.connect(etcd=etcd, cluster=CLUSTER)
+        self.node = (
+            taskmesh.Node(cluster=CLUSTER, etcd=etcd, name="bench-caller").start()
+            if with_node
+            else None
+        )
+        deadline = time.monotonic() + 30
+        while "sink" not in self.client.actors() or not self.client.routes().get("echo"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the node's actors did not appear")
+            time.sleep(0.05)
+
+    def sync(self, ask: Asker, seconds: float) -> float:
+        ask({"n": -1})
         n = 0
         start = time.perf_counter()
         end = start + seconds
         while True:
             for _ in range(100):
-                ref.ask({"n": n}, timeout=10)
+                ask({"n": n})
                 n += 1
             now = time.perf_counter()
             if now >= end:
@@ -219,14 +217,14 @@ class Mesh:
         return n / (now - start)
 
     def tells(self, count: int) -> float:
-        sink = self.sink
+        sink = self.client.ref("sink")
         sink.ask("reset", timeout=10)
         start = time.perf_counter()
         for i in range(count):
             sink.tell({"n": i})
         got = sink.ask("count", timeout=60)
         elapsed = time.perf_counter() - start
-        assert got == count, (got, count, self.transport.snapshot())
+        assert got == count, (got, count)
         return count / elapsed
 
     def _pipelined(self, refs: list[Any], count: int) -> None:
@@ -240,15 +238,16 @@ class Mesh:
             reply.get()
 
     def asks(self, count: int) -> float:
-        self.echo[0].ask(None, timeout=10)
+        ref = self.client.ref("echo-inline")
+        ref.ask(None, timeout=10)
         start = time.perf_counter()
-        self._pipelined(self.echo[:1], count)
+        self._pipelined([ref], count)
         return count / (time.perf_counter() - start)
 
     def n_n(self, senders: int, count: int) -> float:
+        refs = [self.client.ref(f"echo{i}") for i in range(senders)]
         threads = [
-            threading.Thread(target=self._pipelined, args=(self.echo, count))
-            for _ in range(senders)
+            threading.Thread(target=self._pipelined, args=(refs, count)) for _ in range(senders)
         ]
         start = time.perf_counter()
         for t in threads:
@@ -258,38 +257,28 @@ class Mesh:
         return senders * count / (time.perf_counter() - start)
 
     def close(self) -> None:
-        self.transport.stop()
+        self.client.close()
+        if self.node is not None:
+            self.node.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts, one round")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--actors", choices=["system", "emulated"], default="system")
-    parser.add_argument("--n", type=int, default=4, help="senders and actors for n_n")
     parser.add_argument("--only", help="run only the cases whose name contains this")
-    parser.add_argument(
-        "--pin",
-        choices=["none", "split", "same"],
-        default="none",
-        help="CPU pinning, raw and taskmesh alike: split = senders on the first CPU, "
-        "receivers on the last; same = every process on the first CPU",
-    )
+    parser.add_argument("--node", action="store_true", help="also ask from a Node in this process")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     scale = 0.1 if args.quick else 1.0
     seconds = 0.5 if args.quick else 0.3
     tells, asks, n_n = int(200_000 * scale), int(50_000 * scale), int(10_000 * scale)
 
-    cpus = sorted(os.sched_getaffinity(0))
-    pin = []
-    if args.pin != "none":
-        os.sched_setaffinity(0, {cpus[0]})  # before any thread starts: they inherit it
-        pin = ["--cpu", str(cpus[-1] if args.pin == "split" else cpus[0])]
-    raw_proc, raw_endpoints = start_server(["raw", str(args.n), *pin])
-    tm_proc, tm_endpoints = start_server(["taskmesh", str(args.n), args.actors, *pin])
+    etcd = EmbeddedEtcd().start()
+    raw_proc, raw_endpoints = start_server(["raw", "4"])
+    node_proc = start_node(etcd.endpoint)
     raw = Raw(raw_endpoints)
-    mesh = Mesh(tm_endpoints[0], args.n)
+    public = Public(etcd.endpoint, args.node)
     results: dict[str, tuple[float, float, str]] = {}
     try:
 
@@ -309,66 +298,86 @@ def main() -> None:
             best_raw, best_tm = statistics.median(raws), statistics.median(tms)
             results[name] = (best_raw, best_tm, unit)
             print(
-                f"{name:42s} raw {best_raw:>10,.0f}  taskmesh {best_tm:>10,.0f} {unit:14s}"
+                f"{name:58s} raw {best_raw:>9,.0f}  taskmesh {best_tm:>9,.0f} {unit:14s}"
                 f" ratio {best_tm / best_raw:.2f}",
                 flush=True,
             )
 
         print(
             f"python {sys.version.split()[0]}, pyzmq {zmq.__version__}, libzmq "
-            f"{zmq.zmq_version()}, {os.cpu_count()} cpus, actors: {args.actors}, "
-            f"pinning: {args.pin}",
+            f"{zmq.zmq_version()}, {os.cpu_count()} cpus",
             flush=True,
         )
+        client = public.client
         sync_rounds = rounds * 4
-        pair(
-            "1_1_actor_calls_sync",
-            "round trips/s",
-            lambda: raw.sync(seconds),
-            lambda: mesh.sync(seconds),
-            sync_rounds,
-        )
-        if args.actors == "system":
+        sync_cases: list[tuple[str, Asker]] = [
+            ("client.ask(name), threaded actor",
+             lambda m: client.ask("echo", m, timeout=10)),
+            ("client.ask(name), inline actor",
+             lambda m: client.ask("echo-inline", m, timeout=10)),
+            ("client.capability(cap).ask, threaded actor",
+             lambda m: client.capability("echo").ask(m, timeout=10)),
+            ("client.capability(cap).ask, inline actor",
+             lambda m: client.capability("echo-inline").ask(m, timeout=10)),
+            ("client.ask(name, retries=2), threaded actor",
+             lambda m: client.ask("echo", m, timeout=10, retries=2)),
+        ]  # fmt: skip
+        node = public.node
+        if node is not None:
+            sync_cases += [
+                ("node.ref(name).ask, threaded actor",
+                 lambda m: node.ref("echo").ask(m, timeout=10)),
+                ("node.capability(cap).ask, inline actor",
+                 lambda m: node.capability("echo-inline").ask(m, timeout=10)),
+            ]  # fmt: skip
+        for label, ask in sync_cases:
             pair(
-                "1_1_actor_calls_sync (threaded actor)",
+                f"1_1_actor_calls_sync: {label}",
                 "round trips/s",
                 lambda: raw.sync(seconds),
-                lambda: mesh.sync(seconds, threaded=True),
+                lambda ask=ask: public.sync(ask, seconds),  # type: ignore[misc]
                 sync_rounds,
             )
-        pair(
-            TELLS,
-            "messages/s",
-            lambda: raw.tells(tells),
-            lambda: mesh.tells(tells),
-        )
+        pair(TELLS, "messages/s", lambda: raw.tells(tells), lambda: public.tells(tells))
         pair(
             "1_1_actor_calls_async (asks)",
             "asks/s",
             lambda: raw.asks(asks),
-            lambda: mesh.asks(asks),
+            lambda: public.asks(asks),
         )
         pair(
-            f"n_n_actor_calls_async ({args.n}x{args.n} asks)",
+            "n_n_actor_calls_async (4x4 asks)",
             "asks/s",
-            lambda: raw.n_n(args.n, n_n),
-            lambda: mesh.n_n(args.n, n_n),
+            lambda: raw.n_n(4, n_n),
+            lambda: public.n_n(4, n_n),
         )
     finally:
-        mesh.close()
+        public.close()
         raw.close()
-        for proc in (raw_proc, tm_proc):
-            proc.terminate()
-            proc.wait(10)
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    stream.close()
-    targets = [("1_1_actor_calls_sync", "sync ask", 0.6), (TELLS, "pipelined tells", 0.5)]
+        node_proc.terminate()
+        node_proc.wait(30)
+        if node_proc.stdout is not None:
+            node_proc.stdout.close()
+        raw_proc.terminate()
+        raw_proc.wait(10)
+        for stream in (raw_proc.stdin, raw_proc.stdout):
+            if stream is not None:
+                stream.close()
+        etcd.stop(remove_data=True)
+    targets = [
+        ("1_1_actor_calls_sync: client.ask(name), threaded actor", "sync ask, threaded", 0.65),
+        ("1_1_actor_calls_sync: client.ask(name), inline actor", "sync ask, inline", 0.75),
+        (TELLS, "pipelined tells", 0.5),
+    ]
     for key, label, target in targets:
         if key in results:
             ratio = results[key][1] / results[key][0]
             verdict = "ok" if ratio >= target else "MISSED"
             print(f"target: {label} >= {target:.2f}x raw: {ratio:.2f}x {verdict}")
+    by_name = results.get("1_1_actor_calls_sync: client.ask(name), threaded actor")
+    by_cap = results.get("1_1_actor_calls_sync: client.capability(cap).ask, threaded actor")
+    if by_name and by_cap:
+        print(f"target: by capability within 10% of by name: {by_cap[1] / by_name[1]:.2f}x")
 
 
 if __name__ == "__main__":

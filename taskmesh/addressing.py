@@ -27,6 +27,8 @@ from taskmesh.ops.latency import LatencyHistogram
 
 __all__ = ["CapabilityRef", "NamedRef", "Resolver", "Target"]
 
+_perf_counter = time.perf_counter
+
 _STRATEGIES = ("round_robin", "least_loaded", "consistent_hash", "broadcast")
 
 _NO_NODES: frozenset[str] = frozenset()
@@ -47,6 +49,13 @@ class Target(Protocol):
     def ask_async(
         self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
     ) -> Reply: ...
+
+    def begin_ask(
+        self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
+    ) -> Reply:
+        """An ask the caller waits for at once; a remote ref sends it and
+        reads the answer in the caller's thread when it can (the fast path)."""
+        ...
 
 
 Located = tuple[str, Target]
@@ -77,21 +86,40 @@ class Resolver(Protocol):
         ...
 
 
+def _ask_once(
+    resolver: Resolver,
+    located: Located | None,
+    what: Callable[[], str],
+    message: Any,
+    timeout: float,
+    idempotency_key: str | None,
+) -> Any:
+    """One ask, no retries: the fast path of a sync ask (caller's thread)."""
+    started = _perf_counter()
+    try:
+        if located is None:
+            raise ActorNotFound(f"no actor {what()} in the cluster")
+        reply = located[1].begin_ask(message, timeout=timeout, idempotency_key=idempotency_key)
+        return reply.get(timeout)
+    except AskTimeout:
+        raise AskTimeout(f"no reply from the actor {what()} within {timeout:g} s") from None
+    finally:
+        resolver.ask_latency.observe(_perf_counter() - started)
+
+
 def _ask_with_retries(
     resolver: Resolver,
     pick: Callable[[frozenset[str]], Located | None],
-    what: str,
+    what: Callable[[], str],
     message: Any,
-    timeout: float | None,
+    timeout: float,
     retries: int,
     idempotency_key: str | None,
 ) -> Any:
-    """The one ask loop behind both ref kinds (caller's thread)."""
+    """The ask loop behind both ref kinds when ``retries`` > 0 (caller's thread)."""
     if retries < 0:
         raise ConfigError(f"retries must be >= 0, got {retries!r}")
-    if timeout is None:
-        timeout = resolver.ask_timeout
-    started = time.perf_counter()
+    started = _perf_counter()
     deadline = time.monotonic() + timeout
     lost: set[str] = set()
     attempt = 0
@@ -101,16 +129,16 @@ def _ask_with_retries(
             remaining = deadline - time.monotonic()
             try:
                 if located is None:
-                    raise ActorNotFound(f"no actor {what} in the cluster")
+                    raise ActorNotFound(f"no actor {what()} in the cluster")
                 node, target = located
-                reply = target.ask_async(
+                reply = target.begin_ask(
                     message, timeout=remaining, idempotency_key=idempotency_key
                 )
-                if retries == 0:
-                    return reply.get(remaining)
+                if reply.done():
+                    return reply.get(0)
                 return _await(resolver, node, reply, deadline)
             except AskTimeout:
-                raise AskTimeout(f"no reply from the actor {what} within {timeout:g} s") from None
+                raise AskTimeout(f"no reply from the actor {what()} within {timeout:g} s") from None
             except (PeerUnreachable, ActorNotFound) as error:
                 if isinstance(error, PeerUnreachable) and located is not None:
                     lost.add(located[0])
@@ -120,7 +148,7 @@ def _ask_with_retries(
                 attempt += 1
                 time.sleep(pause)  # backoff before the next holder
     finally:
-        resolver.ask_latency.observe(time.perf_counter() - started)
+        resolver.ask_latency.observe(_perf_counter() - started)
 
 
 def _await(resolver: Resolver, node: str, reply: Reply, deadline: float) -> Any:
@@ -181,21 +209,29 @@ class NamedRef:
         a lost node makes it try again (the name may have been re-placed)
         within ``timeout``; pass an ``idempotency_key`` so a repeat that
         reaches the same node is not run twice."""
+        resolver = self._resolver
+        if timeout is None:
+            timeout = resolver.ask_timeout
+        if not retries:
+            located = resolver.resolve(self.name)
+            return _ask_once(resolver, located, self._what, message, timeout, idempotency_key)
 
         def pick(lost: frozenset[str]) -> Located | None:
-            located = self._resolver.resolve(self.name)
+            located = resolver.resolve(self.name)
             if located is None:
                 return None
             # The name may stay where it was: go back once that node is reachable
             # again (a healed partition), not only when the name moves.
-            if located[0] in lost and not self._resolver.reachable(located[0]):
+            if located[0] in lost and not resolver.reachable(located[0]):
                 return None
             return located
 
         return _ask_with_retries(
-            self._resolver, pick, f"named {self.name!r}", message, timeout, retries,
-            idempotency_key,
-        )  # fmt: skip
+            resolver, pick, self._what, message, timeout, retries, idempotency_key
+        )
+
+    def _what(self) -> str:
+        return f"named {self.name!r}"
 
 
 class CapabilityRef:
@@ -267,12 +303,21 @@ class CapabilityRef:
             raise ConfigError("a broadcast has no single reply: use tell")
         if key is None and self.strategy == "consistent_hash":
             key = idempotency_key
+        resolver = self._resolver
+        if timeout is None:
+            timeout = resolver.ask_timeout
+        if not retries:
+            targets = self._targets(key)
+            located = targets[0] if targets else None
+            return _ask_once(resolver, located, self._what, message, timeout, idempotency_key)
 
         def pick(lost: frozenset[str]) -> Located | None:
             targets = self._targets(key, lost)
             return targets[0] if targets else None
 
         return _ask_with_retries(
-            self._resolver, pick, f"holding {self.capability!r}", message, timeout, retries,
-            idempotency_key,
-        )  # fmt: skip
+            resolver, pick, self._what, message, timeout, retries, idempotency_key
+        )
+
+    def _what(self) -> str:
+        return f"holding {self.capability!r}"

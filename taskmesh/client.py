@@ -19,9 +19,10 @@ from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.addressing import CapabilityRef, Located, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, MemberInfo, Route
 from taskmesh.errors import ClusterError, EtcdUnavailable
+from taskmesh.locator import Locator
 from taskmesh.ops.latency import LatencyHistogram
-from taskmesh.peers import Peers
 from taskmesh.transport import Transport
+from taskmesh.transport.security import load_keys
 
 __all__ = ["Client", "connect"]
 
@@ -48,8 +49,6 @@ class Client:
         etcd_cert: str | Path | None = None,
         etcd_key: str | Path | None = None,
     ) -> None:
-        from taskmesh.node import load_keys
-
         self.cluster_name = cluster
         self.ask_timeout = ask_timeout
         self.ask_latency = LatencyHistogram()
@@ -74,11 +73,19 @@ class Client:
         )
         self.transport = Transport(
             listen=None,
-            dead_letter=self.dead_letters.record,
+            dead_letters=self.dead_letters,
             keys=self._keys,
             max_message_size=max_message_size,
         )
-        self._peers = Peers(self._view, self.transport, curve=self._keys is not None)
+        self.locator = Locator(
+            self._view,
+            self.transport,
+            dead_letters=self.dead_letters,
+            ask_timeout=ask_timeout,
+            ask_latency=self.ask_latency,
+            curve=self._keys is not None,
+        )
+        self._named: dict[str, NamedRef] = {}
         self._started = False
 
     def start(self) -> Client:
@@ -87,7 +94,7 @@ class Client:
         try:
             self._view.start()
             self.transport.start()
-            self.transport.subscribe(self._peers.on_peer_event)
+            self.transport.subscribe(self.locator.on_peer_event)
         except ClusterError as error:
             self.close()
             raise EtcdUnavailable(
@@ -115,11 +122,17 @@ class Client:
 
     def ref(self, name: str) -> NamedRef:
         """A ref to the actor ``name``, wherever it runs."""
-        return NamedRef(self, validate_name(name))
+        ref = self._named.get(name)
+        if ref is None:
+            ref = NamedRef(self.locator, validate_name(name))
+            if len(self._named) >= 10_000:
+                self._named.clear()
+            self._named[name] = ref
+        return ref
 
     def capability(self, capability: str, *, strategy: str = "round_robin") -> CapabilityRef:
         """A ref to whichever actor holds ``capability``."""
-        return CapabilityRef(self, validate_capability(capability), strategy)
+        return CapabilityRef(self.locator, validate_capability(capability), strategy)
 
     def tell(self, name: str, message: Any) -> None:
         """Tell the actor ``name``; at most once."""
@@ -158,22 +171,15 @@ class Client:
         """The leading node's id, or None."""
         return self._view.leader
 
-    # --- Resolver ------------------------------------------------------------
+    # --- lookups (caller's thread, from caches) -----------------------------
 
     def resolve(self, name: str) -> Located | None:
-        record = self._view.lookup(name)
-        if record is None:
-            return None
-        return record.node, self._peers.ref(record.node, record.address, name)
-
-    def route(
-        self, capability: str, strategy: str, key: str | None, exclude: frozenset[str]
-    ) -> list[Located]:
-        routes = self._view.route(capability, strategy, key=key, exclude=exclude)  # type: ignore[arg-type]
-        return [(r.node, self._peers.ref(r.node, r.address, r.actor)) for r in routes]
+        """The node and ref holding ``name`` now, or None."""
+        return self.locator.resolve(name)
 
     def reachable(self, node: str) -> bool:
-        return self._peers.reachable(node)
+        """Whether ``node`` is a live member this client does not suspect."""
+        return self.locator.reachable(node)
 
 
 def connect(*, etcd: str | Sequence[str], cluster: str = "default", **options: Any) -> Client:

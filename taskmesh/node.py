@@ -25,15 +25,18 @@ from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.actors.ref import ActorRef
 from taskmesh.actors.supervisor import Backoff
 from taskmesh.actors.system import ActorSystem
-from taskmesh.addressing import CapabilityRef, Located, NamedRef
+from taskmesh.addressing import CapabilityRef, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, MemberInfo
 from taskmesh.cluster.member import default_node_id
 from taskmesh.errors import ConfigError
+from taskmesh.locator import Locator
 from taskmesh.ops.latency import LatencyHistogram
-from taskmesh.peers import Peers
-from taskmesh.transport import CurveKeys, Transport
+from taskmesh.registrar import Registrar
+from taskmesh.singletons import Singletons
+from taskmesh.transport import Transport
+from taskmesh.transport.security import load_keys
 
-__all__ = ["Node", "load_keys"]
+__all__ = ["Node"]
 
 log = logging.getLogger("taskmesh.node")
 
@@ -86,27 +89,28 @@ class Node:
         self._etcd_auth = (etcd_user, etcd_password, etcd_ca, etcd_cert, etcd_key)
         self.ask_timeout = ask_timeout
         self.ask_latency = LatencyHistogram()
+        """Latency of the asks this node sent through its refs."""
         self.system = ActorSystem(
             mailbox_size=mailbox_size,
             ask_timeout=ask_timeout,
             max_restarts=max_restarts,
             within=within,
             backoff=backoff,
-            directory=self,
+            directory=Registrar(lambda: self.member),
         )
         self.system.node = self
         self.dead_letters = self.system.dead_letters
         self.transport = Transport(
             listen=listen,
             deliver=self.system.deliver,
-            dead_letter=self.dead_letters.record,
+            dead_letters=self.dead_letters,
             keys=self._keys,
             max_message_size=max_message_size,
         )
         self.embedded_etcd: EmbeddedEtcd | None = None
         self.member: ClusterMember | None = None
-        self._peers: Peers | None = None
-        self._singletons: dict[str, tuple[type[Actor], tuple[Any, ...], dict[str, Any]]] = {}
+        self.locator: Locator | None = None
+        self._singletons = Singletons(self.system)
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._lock = threading.Lock()
 
@@ -143,13 +147,22 @@ class Node:
                     cert_cert=str(cert) if cert else None,
                     cert_key=str(key) if key else None,
                 ),
-                mailbox_total=lambda: sum(self.system.mailbox_depths().values()),
-                messages_total=lambda: self.transport.counters.messages_in,
-                singleton_start=self._start_singleton,
-                singleton_stop=self._stop_singleton,
+                mailbox_total=self.system.queued,
+                messages_total=lambda: self.transport.snapshot()["messages_in"],
+                singleton_start=self._singletons.start,
+                singleton_stop=self._singletons.stop,
             ).start()
-            self._peers = Peers(self.member, self.transport, curve=self._keys is not None)
-            self.transport.subscribe(self._peers.on_peer_event)
+            self.locator = Locator(
+                self.member,
+                self.transport,
+                dead_letters=self.dead_letters,
+                ask_timeout=self.ask_timeout,
+                ask_latency=self.ask_latency,
+                curve=self._keys is not None,
+                system=self.system,
+                node_id=self.node_id,
+            )
+            self.transport.subscribe(self.locator.on_peer_event)
         except BaseException:
             self.stop()
             raise
@@ -191,7 +204,7 @@ class Node:
                 log.warning("leaving the cluster failed; the lease will expire", exc_info=True)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and (
-            any(self.system.mailbox_depths().values()) or self.transport.snapshot()["asks_pending"]
+            self.system.queued() or self.transport.snapshot()["asks_pending"]
         ):
             time.sleep(0.02)  # polling the drain; there is no event for "all mailboxes empty"
         self.system.stop()
@@ -248,39 +261,28 @@ class Node:
             raise ConfigError("singleton needs a running node: call start() first")
         validate_name(name)
         validate_capability(capability)
-        self._singletons[name] = (actor, args, kwargs)
+        self._singletons.declare(name, actor, args, kwargs)
         self.member.declare_singleton(name, capability)
         return self.ref(name)
 
-    def _start_singleton(self, name: str, capability: str) -> None:
-        """Placement callback (the placements watch thread): run it here."""
-        declared = self._singletons.get(name)
-        if declared is None:
-            log.error(
-                "singleton %r was placed on this node (label %r) but this node's code does "
-                "not declare it; declare it with node.singleton() on every %r node",
-                name, capability, capability,
-            )  # fmt: skip
-            return
-        actor, args, kwargs = declared
-        try:
-            self.system.spawn(actor, *args, name=name, **kwargs)
-        except Exception:
-            log.exception("could not start singleton %r", name)
-
-    def _stop_singleton(self, name: str) -> None:
-        """Placement callback (watch or lease thread): stop it here, now."""
-        cell = self.system._cells.get(name)
-        if cell is not None:
-            cell.stop_and_wait(self.system.stop_timeout)
-
     def ref(self, name: str) -> NamedRef:
         """A ref to the actor ``name`` on any node of the cluster."""
-        return NamedRef(self, validate_name(name))
+        return NamedRef(self._locate(), validate_name(name))
 
     def capability(self, capability: str, *, strategy: str = "round_robin") -> CapabilityRef:
         """A ref to whichever actor holds ``capability`` (see CapabilityRef)."""
-        return CapabilityRef(self, validate_capability(capability), strategy)
+        return CapabilityRef(self._locate(), validate_capability(capability), strategy)
+
+    def _locate(self) -> Locator:
+        locator = self.locator
+        if locator is None:
+            raise ConfigError("refs need a running node: call start() first")
+        return locator
+
+    def reachable(self, node: str) -> bool:
+        """Whether ``node`` is a live member this node does not suspect."""
+        locator = self.locator
+        return node == self.node_id or locator is None or locator.reachable(node)
 
     def members(self) -> dict[str, MemberInfo]:
         """The cluster's live members by node id (from cache)."""
@@ -289,57 +291,3 @@ class Node:
     @property
     def is_leader(self) -> bool:
         return bool(self.member and self.member.is_leader)
-
-    # --- Resolver: how named and capability refs find targets -----------------
-
-    def resolve(self, name: str) -> Located | None:
-        cell = self.system._cells.get(name)
-        if cell is not None and cell.alive:
-            return self.node_id, cell.ref
-        member, peers = self.member, self._peers
-        record = member.lookup(name) if member else None
-        if record is None or peers is None or record.node == self.node_id:
-            return None
-        return record.node, peers.ref(record.node, record.address, name)
-
-    def route(
-        self, capability: str, strategy: str, key: str | None, exclude: frozenset[str]
-    ) -> list[Located]:
-        member, peers = self.member, self._peers
-        if member is None or peers is None:
-            return []
-        targets: list[Located] = []
-        for route in member.route(capability, strategy, key=key, exclude=exclude):  # type: ignore[arg-type]
-            if route.node == self.node_id:
-                cell = self.system._cells.get(route.actor)
-                if cell is not None and cell.alive:
-                    targets.append((self.node_id, cell.ref))
-            else:
-                targets.append((route.node, peers.ref(route.node, route.address, route.actor)))
-        return targets
-
-    def reachable(self, node: str) -> bool:
-        peers = self._peers
-        return node == self.node_id or peers is None or peers.reachable(node)
-
-    # --- NameDirectory: cluster-wide names (spawning / stopping thread) ------
-
-    def claim(self, name: str, capabilities: tuple[str, ...], *, unique: bool) -> None:
-        member = self.member
-        if member is not None:
-            member.register_actor(name, capabilities=capabilities, unique=unique)
-
-    def release(self, name: str) -> None:
-        member = self.member
-        if member is not None:
-            member.unregister_actor(name)
-
-
-def load_keys(directory: str | Path) -> CurveKeys:
-    """Load ``DIR/node.key_secret`` and the authorized keys in
-    ``DIR/authorized/`` (the layout ``taskmesh keygen DIR`` writes)."""
-    folder = Path(directory)
-    secret = folder / "node.key_secret"
-    if not secret.is_file():
-        raise ConfigError(f"{secret} does not exist: create it with `taskmesh keygen {folder}`")
-    return CurveKeys.from_files(secret, folder / "authorized")

@@ -113,6 +113,13 @@ class ActorRef:
             cell.drain_dead()
         return reply
 
+    def begin_ask(
+        self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
+    ) -> Reply:
+        """Start an ask the caller waits for at once: :meth:`ask_async` for a
+        local actor (a remote ref reads the answer in the caller's thread)."""
+        return self.ask_async(message, timeout=timeout, idempotency_key=idempotency_key)
+
     def ask(
         self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
     ) -> Any:

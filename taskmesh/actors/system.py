@@ -157,6 +157,27 @@ class ActorSystem:
             raise ActorNotFound(f"no actor named {name!r}")
         return cell.ref
 
+    def local(self, name: str) -> ActorRef | None:
+        """A ref to the live actor ``name`` in this system, or None (any thread;
+        a dict lookup, for the message path)."""
+        cell = self._cells.get(name)
+        if cell is None or not cell.alive:
+            return None
+        return cell.ref
+
+    def stop_actor(self, name: str, timeout: float) -> bool:
+        """Stop the actor ``name`` for good, whatever its restart type, and wait
+        up to ``timeout`` s; True if it is gone (or never was). Any thread but
+        the actor's own."""
+        cell = self._cells.get(name)
+        if cell is None:
+            return True
+        return cell.stop_and_wait(timeout)
+
+    def queued(self) -> int:
+        """User messages queued in all mailboxes (any thread)."""
+        return sum(cell.mailbox.qsize() for cell in list(self._cells.values()) if cell.alive)
+
     def names(self) -> list[str]:
         """The names of the live actors, sorted."""
         return sorted(name for name, cell in list(self._cells.items()) if cell.alive)

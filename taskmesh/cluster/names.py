@@ -185,6 +185,12 @@ class Names:
         with self._lock:
             return self._cache.get(name)
 
+    def fetch(self, name: str) -> NameRecord | None:
+        """Who holds ``name``, read from etcd (one round trip), for a name
+        the cache may not have yet. Raises `ClusterError` when etcd fails."""
+        kv = self._client.get(self._keys.name(name))
+        return NameRecord.from_kv(name, kv) if kv is not None else None
+
     def all(self) -> dict[str, NameRecord]:
         """Every known name."""
         with self._lock:

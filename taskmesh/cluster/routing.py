@@ -102,6 +102,9 @@ class RoutingTable:
         self._suspects: set[str] = set()
         self._counter = itertools.count()
         self._rings: dict[str, _Ring] = {}
+        self.version = 0
+        """Bumped (under the lock) whenever the table or the suspects change,
+        so callers may cache what they derived from it."""
         self._keeper = keeper
         self._watch = PrefixWatch(
             client, keys.routes, on_reset=self._reset, on_event=self._event, name="routes"
@@ -158,12 +161,14 @@ class RoutingTable:
         with self._lock:
             self._suspects.add(node)
             self._rings.clear()
+            self.version += 1
 
     def clear_suspect(self, node: str) -> None:
         """Route to ``node`` again."""
         with self._lock:
             self._suspects.discard(node)
             self._rings.clear()
+            self.version += 1
 
     @property
     def suspects(self) -> frozenset[str]:
@@ -248,6 +253,7 @@ class RoutingTable:
         with self._lock:
             self._table = table
             self._rings.clear()
+            self.version += 1
 
     def _event(self, event: WatchEvent) -> None:
         parsed = self._parse(event.kv.key)
@@ -262,3 +268,4 @@ class RoutingTable:
                 address = str(decode(event.kv.value).get("address", ""))
                 held.add(Route(node, actor, address))
             self._rings.pop(cap, None)
+            self.version += 1

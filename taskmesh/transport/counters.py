@@ -1,73 +1,69 @@
 """Transport counters, read as a plain dict by the metrics endpoint.
 
-Most counters are plain ints written only by the I/O thread (one writer, so
-no lock is needed and the hot path pays one addition per batch). Dead
-letters can be recorded from any thread, so they take a lock; they are the
-rare path.
+Each socket keeps its own :class:`Tally`, written only by whoever holds
+that socket's lock (the I/O thread, a sync asker, or an actor sending its
+reply), so the hot path pays a few additions and no lock of its own.
+:meth:`Counters.snapshot` sums them when someone asks.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Counters", "RateLimitedLog"]
+__all__ = ["Counters", "RateLimitedLog", "Tally"]
 
 
-class Counters:
-    """Counts of one transport; :meth:`snapshot` is safe from any thread."""
+class Tally:
+    """Frames, bytes and messages through one socket."""
 
     __slots__ = (
-        "_dead",
-        "_lock",
         "bytes_in",
         "bytes_out",
         "frames_in",
         "frames_out",
-        "malformed_frames",
+        "malformed",
         "messages_in",
         "messages_out",
-        "peers_down",
-        "suspect_events",
-        "suspect_peers",
     )
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._dead: dict[str, int] = {}
-        self.messages_in = 0
-        self.messages_out = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
         self.frames_in = 0
+        self.bytes_in = 0
+        self.messages_in = 0
         self.frames_out = 0
-        self.malformed_frames = 0
+        self.bytes_out = 0
+        self.messages_out = 0
+        self.malformed = 0
+
+
+class Counters:
+    """The transport-wide counters, written by the I/O thread only, and the
+    sum of the sockets' tallies (:meth:`snapshot`, any thread)."""
+
+    __slots__ = ("peers_down", "suspect_events", "suspect_peers")
+
+    def __init__(self) -> None:
         self.suspect_peers = 0
         self.suspect_events = 0
         self.peers_down = 0
 
-    def dead_letter(self, reason: str, n: int = 1) -> None:
-        """Count ``n`` dead letters for ``reason``; any thread."""
-        with self._lock:
-            self._dead[reason] = self._dead.get(reason, 0) + n
-
-    def snapshot(self) -> dict[str, Any]:
-        """A copy of every counter as plain ints (dead letters by reason)."""
-        with self._lock:
-            dead = dict(self._dead)
+    def snapshot(self, tallies: Iterable[Tally]) -> dict[str, Any]:
+        """Every counter as a plain int, the tallies summed."""
+        total = Tally()
+        for tally in tallies:
+            for field in Tally.__slots__:
+                setattr(total, field, getattr(total, field) + getattr(tally, field))
         return {
-            "messages_in": self.messages_in,
-            "messages_out": self.messages_out,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "malformed_frames": self.malformed_frames,
-            "dead_letters": dead,
-            "dead_letters_total": sum(dead.values()),
+            "messages_in": total.messages_in,
+            "messages_out": total.messages_out,
+            "bytes_in": total.bytes_in,
+            "bytes_out": total.bytes_out,
+            "frames_in": total.frames_in,
+            "frames_out": total.frames_out,
+            "malformed_frames": total.malformed,
             "suspect_peers": self.suspect_peers,
             "suspect_events": self.suspect_events,
             "peers_down": self.peers_down,

@@ -24,6 +24,7 @@ type decodes to ``msgpack.Timestamp``).
 from __future__ import annotations
 
 import traceback as _traceback
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgpack
@@ -48,6 +49,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REPLY",
     "TELL",
+    "decode_envelope",
     "decode_frame",
     "encode_envelope",
     "encode_failure",
@@ -147,8 +149,8 @@ def frame_prefix(sender: str) -> bytes:
     return prefix
 
 
-def join_frame(prefix: bytes, envelopes: list[bytes]) -> bytes:
-    """Build one frame from a prefix and encoded envelopes; runs in the I/O thread."""
+def join_frame(prefix: bytes, envelopes: Sequence[bytes]) -> bytes:
+    """Build one frame from a prefix and encoded envelopes."""
     n = len(envelopes) + 2
     if n < 16:
         head = bytes((0x90 | n,))
@@ -187,3 +189,13 @@ def decode_frame(data: bytes) -> list[Any]:
     if type(frame[1]) is not str:
         raise MalformedFrame("sender is not a string")
     return frame
+
+
+def decode_envelope(data: bytes) -> list[Any] | None:
+    """Decode one encoded envelope (as queued for sending); None if it is
+    not one. For turning envelopes that were never sent into dead letters."""
+    try:
+        env = _unpackb(data, raw=False, strict_map_key=False, ext_hook=_refuse_ext)
+    except Exception:  # msgpack raises several unrelated types
+        return None
+    return env if type(env) is list and len(env) >= 5 else None

@@ -1,181 +1,161 @@
 """The I/O thread: the thread that runs this node's ZeroMQ sockets.
 
-A thread doing a sync ask may borrow a link's socket while it holds
-``Link.lock``; the I/O thread uses a link's socket only under that lock
-too, and polls its file descriptor, never the socket itself.
-
 It owns the bound ROUTER (inbound tells, asks and heartbeats from every
-peer, answered on the same connection), one DEALER per peer (outbound
-messages, their replies, heartbeat answers) and each DEALER's monitor
-socket. One loop: poll, read everything ready, send the replies actors
-posted, send what each peer's queue holds as one frame per batch, and every
-``heartbeat_interval`` ping peers, mark the silent ones suspect and fail
-asks past their deadline.
+peer, answered on the same connection; see :mod:`~taskmesh.transport.router`),
+one DEALER per peer (outbound messages, their answers, heartbeat answers;
+see :mod:`~taskmesh.transport.link`) and each DEALER's monitor socket. Other
+threads may use the ROUTER or a DEALER for a moment under its lock (an
+actor sending its answer, a sync asker); so the I/O thread polls those
+sockets' file descriptors, never the sockets, and uses a socket only under
+its lock too.
 
-Socket options that make failures visible instead of silent:
-ROUTER_MANDATORY (a reply to a vanished asker raises, becomes a dead
-letter), high-water marks (bounded queues in ZeroMQ too) and MAXMSGSIZE (a
-peer sending an oversized frame is disconnected by ZeroMQ itself).
+One loop: open new links, send what the outbox's ready links hold (one
+frame per batch), poll, read what is readable, send the answers queued on
+the router, and every ``heartbeat_interval`` ping peers, mark the silent
+ones suspect and fail asks past their deadline.
 
-Links do not set IMMEDIATE: with it, libzmq drops the replies a peer sent
-just before it disconnected when we have not read them yet (a node that
-answered and then stopped lost its last answers). The link's own state
-keeps sends from going to a peer that is not connected: the I/O thread
-sends only while the link is ``up`` (handshake done, no disconnect since).
+Polling a file descriptor instead of a socket has one rule: ZeroMQ signals
+the fd only when a socket with nothing left to read gets input, and any use
+of the socket (a send too) may consume that signal. So whoever used a
+socket looks at ZMQ_EVENTS before letting go of it while the I/O thread
+relies on the fd (``Router.has_input``, ``Inbound.service``); without that,
+input waits unread until the next message on another connection.
 
-The loop and the sockets' lifecycle live here; reading lives in
-``inbound``, sending in ``outbound``, link states and heartbeats in
-``liveness`` (mixins sharing the state declared in ``iostate``).
+How the sockets are made (and why links do not set IMMEDIATE): ``sockets``.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from _thread import get_ident
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Final
 
 import zmq
 
-from taskmesh.actors.future import Reply, forbid_waiting
-from taskmesh.errors import PeerUnreachable, TransportError
-from taskmesh.transport.counters import RateLimitedLog
-from taskmesh.transport.envelope import (
-    PING,
-    PONG,
-    encode_envelope,
-    frame_prefix,
-)
-from taskmesh.transport.inbound import Inbound
-from taskmesh.transport.iostate import (
-    _BATCH_BYTES,
-    _HEADER_SLACK,
-    _MONITOR_EVENTS,
-    _POLLIN,
-    log,
-)
+from taskmesh.actors.future import forbid_waiting
+from taskmesh.errors import PeerUnreachable
+from taskmesh.transport.counters import Counters, RateLimitedLog
+from taskmesh.transport.envelope import frame_prefix
+from taskmesh.transport.inbound import Answered, Deliver, Inbound, hand_over
 from taskmesh.transport.link import CONNECTING, DOWN, UP, Link
 from taskmesh.transport.liveness import Liveness
-from taskmesh.transport.outbound import Outbound
-
-if TYPE_CHECKING:
-    from taskmesh.transport.transport import Transport, _Waker
+from taskmesh.transport.outbound import BATCH_BYTES, fail_queued, flush
+from taskmesh.transport.outbox import Outbox, Waker
+from taskmesh.transport.router import Router
+from taskmesh.transport.security import Authenticator
+from taskmesh.transport.sockets import SocketOptions, bind_router, open_dealer
 
 __all__ = ["IOThread"]
 
+log = logging.getLogger("taskmesh.transport")
 
-class IOThread(Inbound, Outbound, Liveness):
+_POLLIN: Final = int(zmq.POLLIN)
+
+
+class IOThread:
     """Runs :meth:`run` in the transport's I/O thread; see the module doc."""
 
     def __init__(
         self,
-        transport: Transport,
-        context: zmq.Context[zmq.Socket[bytes]],
-        waker: _Waker,
+        outbox: Outbox,
+        deliver: Deliver,
+        options: SocketOptions,
+        *,
         listen: str | None,
+        advertise: str | None,
+        max_message_size: int,
+        heartbeat_interval: float,
+        suspect_after: float,
+        counters: Counters,
+        clock: Callable[[], float],
     ) -> None:
-        self.t = transport
-        self.context = context
-        self.waker = waker
+        self.outbox = outbox
+        self.options = options
         self.listen = listen
+        self.advertise = advertise
+        self.heartbeat_interval = heartbeat_interval
+        self.counters = counters
+        self.clock = clock
         self.ready = threading.Event()
         self.error: Exception | None = None
         self.bound = ""
-        self.router: zmq.Socket[bytes] | None = None
+        self.prefix = b""  # every frame's ``version, sender`` header, once bound
+        self.batch_bytes = min(BATCH_BYTES, max_message_size)
+        self.limited = RateLimitedLog(log, clock=clock)
+        self.inbound = Inbound(
+            outbox, deliver, max_message_size=max_message_size, limited=self.limited
+        )
+        self.answered: Answered = []  # answers read, not yet handed over
+        self.liveness = Liveness(
+            outbox, self.inbound, counters, self.answered,
+            suspect_after=suspect_after, limited=self.limited, clock=clock,
+        )  # fmt: skip
+        self.router: Router | None = None
+        self.context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self.authenticator: Authenticator | None = None
         self.poller = zmq.Poller()
         self.links: list[Link] = []
-        self.reply_backlog: dict[bytes, deque[tuple[bytes, int]]] = {}
-        self.answered: list[tuple[Reply, list[Any]]] = []  # replies not yet handed over
         self.by_fd: dict[int, Link] = {}
-        self.unpolled: set[Link] = set()  # links whose fd is out of the poll
         self.by_monitor: dict[zmq.Socket[bytes], Link] = {}
-        self.prefix = b""
-        self.pong = encode_envelope(PONG, None, 0, None, None, 1 << 10)
-        self.ping = encode_envelope(PING, None, 0, None, None, 1 << 10)
-        self.limited = RateLimitedLog(log, clock=transport.clock)
-        # A frame holds at most one batch or one maximal message, plus headers.
-        # A batch never holds more than one maximal message, so no frame is
-        # longer than the cap plus the frame header; ZeroMQ drops a peer that
-        # sends a longer one, and _too_long catches what the slack lets by.
-        cap = transport.max_message_size
-        self.batch_bytes = min(_BATCH_BYTES, cap)
-        self.max_frame = cap + _HEADER_SLACK
+        self.parked: set[Link] = set()  # fd readable while a sync asker held the socket
+        self.blocked: set[Link] = set()  # a send was refused: retried every millisecond
+        self.waker = Waker()
+        outbox.waker = self.waker
 
-    # --- setup --------------------------------------------------------------
+    # --- setup (the I/O thread) -------------------------------------------------
 
     def _bind(self) -> None:
-        t = self.t
+        keys = self.options.keys
+        assert self.context is not None
+        if keys is not None:
+            self.authenticator = Authenticator(self.context, keys)
         if self.listen is None:
+            self.prefix = frame_prefix(self.advertise or "")
             return
-        router = self.context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.setsockopt(zmq.SNDHWM, t.high_water_mark)
-        router.setsockopt(zmq.RCVHWM, t.high_water_mark)
-        router.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
-        if t.keys is not None:
-            router.curve_secretkey = t.keys.secret_key
-            router.curve_publickey = t.keys.public_key
-            router.curve_server = True
-        endpoint = self.listen
-        if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
-            endpoint = endpoint[:-2] + ":*"
-        try:
-            router.bind(endpoint)
-        except zmq.ZMQError as exc:
-            router.close(0)
-            raise TransportError(f"cannot listen on {self.listen}: {exc}") from exc
-        self.bound = router.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.router = router
-        self.poller.register(router, _POLLIN)
+        router, self.bound = bind_router(self.context, self.options, self.listen)
+        self.prefix = frame_prefix(self.advertise or self.bound)
+        self.router = Router(
+            self.outbox, router, self.prefix,
+            max_message_size=self.inbound.max_message_size,
+            batch_bytes=self.batch_bytes, limited=self.limited,
+        )  # fmt: skip
+        self.poller.register(self.router.fd, _POLLIN)
 
     def _open(self, link: Link) -> None:
-        t = self.t
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, t.high_water_mark)
-        sock.setsockopt(zmq.RCVHWM, t.high_water_mark)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        sock.setsockopt(zmq.CONNECT_TIMEOUT, int(t.connect_timeout * 1000))
-        if t.keys is not None and link.server_key is not None:
-            sock.curve_secretkey = t.keys.secret_key
-            sock.curve_publickey = t.keys.public_key
-            sock.curve_serverkey = link.server_key
-        monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
-        link.socket = sock
-        link.monitor = monitor
+        assert self.context is not None
+        sock, monitor = open_dealer(self.context, self.options, link.server_key)
         fd = sock.getsockopt(zmq.FD)
         assert isinstance(fd, int)
-        link.fd = fd
+        with link.lock:
+            link.socket = sock
+            link.monitor = monitor
+            link.fd = fd
         self.links.append(link)
-        self.by_fd[link.fd] = link
+        self.by_fd[fd] = link
         self.by_monitor[monitor] = link
-        # The fd, not the socket: polling a socket uses it, and a thread doing
-        # a sync ask may be using it (under link.lock) at the same time.
-        self.poller.register(link.fd, _POLLIN)
         self.poller.register(monitor, _POLLIN)
         try:
             sock.connect(link.address)
         except zmq.ZMQError as exc:
-            self._down(link, f"cannot connect: {exc}")
+            self.liveness.down(link, f"cannot connect: {exc}")
 
-    # --- the loop -----------------------------------------------------------
+    # --- the loop -----------------------------------------------------------------
 
     def run(self) -> None:
         """The I/O thread's body."""
         try:
+            self.context = zmq.Context()
             self._bind()
-            self.prefix = frame_prefix(self.t._advertise or self.bound)
         except Exception as exc:
             self.error = exc
-            self._close()
+            self._close(set())
             self.ready.set()
             return
         self.poller.register(self.waker.fd, _POLLIN)
         me = get_ident()
-        self.t._io_thread_id = me
+        self.outbox.io_thread = me
         forbid_waiting(me)
         self.ready.set()
         try:
@@ -187,150 +167,218 @@ class IOThread(Inbound, Outbound, Liveness):
             self._shutdown()
 
     def _loop(self) -> None:
-        t = self.t
-        clock = t.clock
+        outbox = self.outbox
+        clock = self.clock
         poll = self.poller.poll
         router = self.router
-        waker_fd = self.waker.fd
+        router_fd = router.fd if router is not None else -2
+        waker = self.waker
         by_fd = self.by_fd
-        replies = t._replies
+        ready = outbox.ready
         answered = self.answered
-        interval = t.heartbeat_interval
+        interval = self.heartbeat_interval
         next_tick = clock() + interval
         while True:
-            # Reset the flag before looking at the queues: a sender that
+            # Clear the flag before looking at the queues: a sender that
             # appends after this point sees it clear and wakes us.
-            t._wake_pending = False
-            if t._stopping:
+            outbox.wake_pending = False
+            if outbox.stopping:
                 return
-            while t._new_links:
-                self._open(t._new_links.popleft())
-            busy = bool(replies)
-            retry = bool(self.reply_backlog)
-            for link in self.links:
-                if link.parked:
-                    self._look(link)
-                if link.parked or link.blocked:
-                    retry = True
-                elif link.queue and link.state != CONNECTING:
-                    busy = True
-            if answered:  # read by _look, a flush or a disconnect (a poll's go at once)
-                self._answer(answered)
-            if busy:
+            while outbox.new_links:
+                self._open(outbox.new_links.popleft())
+            while outbox.attention:
+                self._attend(outbox.attention.popleft())
+            while ready:
+                link = ready.popleft()
+                link.scheduled = False
+                self._send(link)
+            if answered:
+                hand_over(answered)
+            if (
+                ready
+                or outbox.attention
+                or outbox.new_links
+                or (router is not None and (router.queue or router.unread))
+            ):
                 timeout = 0
-            elif retry:
+            elif self.parked or self.blocked or (router is not None and router.backlog):
                 timeout = 1
             else:
                 timeout = max(0, int((next_tick - clock()) * 1000) + 1)
             events = poll(timeout)
             # Awake until the top of the loop looks at the queues again: what
-            # is queued meanwhile (a reply an inline actor just gave, too)
+            # is queued meanwhile (an answer an inline actor just gave, too)
             # needs no wake-up.
-            t._wake_pending = True
-            for sock, event in events:
-                if sock is router:
-                    if event & _POLLIN:
-                        self._read_router()
-                elif sock == waker_fd:
-                    self.waker.drain()
+            outbox.wake_pending = True
+            for polled, _ in events:
+                if polled == router_fd:
+                    assert router is not None
+                    router.unread = True
+                elif polled == waker.fd:
+                    waker.drain()
+                elif type(polled) is int:
+                    readable = by_fd.get(polled)
+                    if readable is not None:
+                        self._readable(readable)
                 else:
-                    found = by_fd.get(sock)
-                    if found is None:
-                        self._read_monitor(sock)
-                    elif found.lock.acquire(False):
-                        try:
-                            self._service(found, answered)
-                        finally:
-                            found.lock.release()
-                        if answered:
-                            # Start the askers' wake-up now: it takes longer
-                            # than what this thread has left to do (measured).
-                            self._answer(answered)
-                    else:  # a sync asker holds the socket: poll its fd later
-                        self.poller.unregister(sock)
-                        self.unpolled.add(found)
-                        found.parked = True
-            if replies:
-                self._send_replies()
-            if self.reply_backlog:
-                self._retry_replies()
-            for link in self.links:
-                if link.queue or link.carry is not None:
-                    if link.state == UP:
-                        if link.lock.acquire(False):
-                            try:
-                                self._flush(link)
-                                self._service(link, answered)
-                            finally:
-                                link.lock.release()
-                        # else the holder sends the queue before it lets go
-                    elif link.state == DOWN:
-                        with link.lock:
-                            self._fail_queued(link)
+                    found = self.by_monitor.get(polled)
+                    if found is not None:
+                        self.liveness.read_monitor(found)
+            if router is not None and (router.unread or router.queue or router.backlog):
+                self._serve_router(router)
+            if answered:
+                hand_over(answered)
+            if self.parked:
+                for link in list(self.parked):
+                    self._attend(link, wait=False)
+            if self.blocked:
+                for link in list(self.blocked):
+                    self._send(link)
             now = clock()
             if now >= next_tick:
-                self._tick(now)
+                self.liveness.tick(self.links, now)
+                if self.authenticator is not None:
+                    self.authenticator.reload()
                 next_tick = now + interval
 
-    def _look(self, link: Link) -> None:
-        """Poll a parked link's fd again and read what it holds, unless a
-        sync asker still holds the socket."""
+    def _serve_router(self, router: Router) -> None:
+        with router.lock:
+            if router.unread:
+                router.unread = False
+                if router.socket is not None and self.inbound.read_router(router):
+                    router.unread = True  # the budget ran out: read more next turn
+            if router.queue or router.backlog:
+                if router.queue:
+                    router.send_queued()
+                if router.backlog:
+                    router.retry_backlog(self.outbox.max_queue)
+                # A send may consume the fd's signal for input that came
+                # meanwhile (and input on an active pipe signals no more).
+                if router.socket is not None and router.has_input():
+                    router.unread = True
+
+    def _send(self, link: Link) -> None:
+        """Send what ``link`` has queued, unless a sync asker holds its
+        socket (it sends the queue and schedules the link again if need
+        be), and fail it if the link is down."""
+        state = link.state
+        if state == CONNECTING:
+            return  # Liveness.up schedules it
+        if state == DOWN:
+            with link.lock:
+                fail_queued(link, self.outbox)
+            self.blocked.discard(link)
+            return
         if not link.lock.acquire(False):
             return
         try:
-            link.parked = False
-            if link in self.unpolled:
-                self.unpolled.discard(link)
-                self.poller.register(link.fd, _POLLIN)
             if link.socket is not None:
-                self._service(link, self.answered)
+                flush(link, self.prefix, self.batch_bytes)
+                if link.polled and self.inbound.service(link, self.answered):
+                    # A send may consume the fd's signal: look at what came.
+                    self.outbox.attention.append(link)
+                self._watch(link)
         finally:
             link.lock.release()
 
-    # --- shutdown -----------------------------------------------------------
+    def _readable(self, link: Link) -> None:
+        """The link's fd is readable: read it, unless a sync asker holds the
+        socket; then park the fd (out of the poll) and look again in a
+        millisecond."""
+        if not link.lock.acquire(False):
+            if link.polled:
+                self.poller.unregister(link.fd)
+                link.polled = False
+            self.parked.add(link)
+            return
+        try:
+            if link.socket is not None:
+                if self.inbound.service(link, self.answered):
+                    self.outbox.attention.append(link)  # more to read: next turn
+                self._watch(link)
+        finally:
+            link.lock.release()
+
+    def _attend(self, link: Link, *, wait: bool = True) -> None:
+        """Look at a link a sync asker left with answers due (``wait`` for
+        it to let go), or a parked one (not while it is held): watch its fd
+        if need be and read what it holds."""
+        if not link.lock.acquire(wait):
+            return
+        try:
+            self.parked.discard(link)
+            if link.socket is not None:
+                if self.inbound.service(link, self.answered):
+                    self.outbox.attention.append(link)  # more to read: next turn
+                self._watch(link)
+        finally:
+            link.lock.release()
+
+    def _watch(self, link: Link) -> None:
+        """Poll the link's fd exactly while someone must read it; the caller
+        holds ``link.lock``. Registering reads what is already there, since
+        the fd's signal may have been consumed while it was not polled."""
+        if link.needs_reader():
+            if link.blocked or link.carry is not None:
+                self.blocked.add(link)
+            else:
+                self.blocked.discard(link)
+            if not link.polled and link.state != DOWN:
+                self.poller.register(link.fd, _POLLIN)
+                link.polled = True
+                self.inbound.service(link, self.answered)
+        else:
+            self.blocked.discard(link)
+            if link.polled:
+                self.poller.unregister(link.fd)
+                link.polled = False
+
+    # --- shutdown -----------------------------------------------------------------
 
     def _shutdown(self) -> None:
         """Send what can be sent, fail the rest, close every socket."""
-        t = self.t
-        if t._replies:
-            self._send_replies()
+        outbox = self.outbox
+        router = self.router
+        if router is not None and router.queue:
+            with router.lock:
+                router.send_queued()
         live = set()
         for link in self.links:
-            if link.state == UP:
-                live.add(link)
-                with link.lock:
-                    self._flush(link)
-            link.reason = link.reason or "transport stopped"
             with link.lock:
-                self._fail_queued(link)
+                if link.state == UP and link.socket is not None:
+                    live.add(link)
+                    flush(link, self.prefix, self.batch_bytes)
+                link.reason = link.reason or "transport stopped"
+                fail_queued(link, outbox)
             link.state = DOWN
-        while t._new_links:
-            link = t._new_links.popleft()
+        while outbox.new_links:
+            link = outbox.new_links.popleft()
             link.state = DOWN
             link.reason = "transport stopped"
-            self._fail_queued(link)
-        exc = PeerUnreachable("transport stopped")
-        for cid in list(t._pending):
-            entry = t._pending.pop(cid, None)
-            if entry is not None:
-                entry[0].fail(exc)
-        t._replies.clear()
-        self._answer(self.answered)
+            fail_queued(link, outbox)
+        outbox.fail_all(PeerUnreachable("transport stopped"))
+        hand_over(self.answered)
         self._close(live)
 
-    def _close(self, live: set[Link] | None = None) -> None:
+    def _close(self, live: set[Link]) -> None:
         # Links that were up get ``linger`` to put what was sent on the wire.
-        linger = int(self.t.linger * 1000)
+        linger = int(self.options.linger * 1000)
         for link in self.links:
-            if link.socket is not None:
-                with link.lock:  # a sync asker finds None and leaves it alone
-                    link.socket.disable_monitor()
-                    link.socket.close(linger if live and link in live else 0)
-                    link.socket = None
+            with link.lock:  # a sync asker finds None and leaves it alone
+                sock, link.socket = link.socket, None
+            if sock is not None:
+                sock.disable_monitor()
+                sock.close(linger if link in live else 0)
             if link.monitor is not None:
                 link.monitor.close(0)
         if self.router is not None:
-            # Replies sent just now (answers to asks drained at a stop) are
-            # still in ZeroMQ's queue: linger, or they are dropped unsent.
+            # Answers sent just now (to asks drained at a stop) are still in
+            # ZeroMQ's queue: linger, or they are dropped unsent.
             self.router.close(linger)
-            self.router = None
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
+        if self.context is not None:
+            self.context.term()
+            self.context = None
+        self.waker.close()

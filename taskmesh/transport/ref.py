@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from taskmesh.actors.future import Reply
-    from taskmesh.transport.link import Link
-    from taskmesh.transport.transport import Transport
+from taskmesh.actors.future import Reply
+from taskmesh.transport.link import Link
+from taskmesh.transport.sender import Sender
 
 __all__ = ["RemoteRef"]
 
@@ -16,14 +15,13 @@ class RemoteRef:
     """Actor ``name`` on the peer at ``address``; used like a local ActorRef.
 
     Safe to share between threads; every method runs in the caller's
-    thread and only hands the encoded message to the transport's I/O
-    thread. Messages from one process to one actor arrive in send order.
+    thread. Messages from one thread to one actor arrive in send order.
     """
 
-    __slots__ = ("_link", "_transport", "name")
+    __slots__ = ("_link", "_sender", "name")
 
-    def __init__(self, transport: Transport, link: Link, name: str) -> None:
-        self._transport = transport
+    def __init__(self, sender: Sender, link: Link, name: str) -> None:
+        self._sender = sender
         self._link = link
         self.name = name
 
@@ -38,7 +36,7 @@ class RemoteRef:
         Raises InvalidMessage or MessageTooLarge at once; a message that
         cannot be delivered later becomes a dead letter.
         """
-        self._transport._tell(self._link, self.name, message)
+        self._sender.tell(self._link, self.name, message)
 
     def ask(
         self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
@@ -51,7 +49,7 @@ class RemoteRef:
         ``idempotency_key`` travels with the ask: the receiving node answers
         a repeat of a recent key from memory.
         """
-        return self._transport._ask_sync(self._link, self.name, message, timeout, idempotency_key)
+        return self._sender.ask_sync(self._link, self.name, message, timeout, idempotency_key)
 
     def ask_async(
         self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
@@ -61,7 +59,14 @@ class RemoteRef:
         Many asks can be in flight at once (pipelining). The transport fails
         the future with AskTimeout once ``timeout`` has passed.
         """
-        return self._transport._ask(self._link, self.name, message, timeout, idempotency_key)[1]
+        return self._sender.ask(self._link, self.name, message, timeout, idempotency_key)
+
+    def begin_ask(
+        self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
+    ) -> Reply:
+        """Start an ask the caller waits for at once (the fast path of a
+        sync ask): the answer is usually in the returned future already."""
+        return self._sender.begin_ask(self._link, self.name, message, timeout, idempotency_key)
 
     def __repr__(self) -> str:
         return f"RemoteRef({self._link.address!r}, {self.name!r})"

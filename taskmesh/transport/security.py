@@ -13,15 +13,19 @@ unknown key completes no handshake, so it can deliver nothing.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.auth
+import zmq.auth.thread
 
 from taskmesh.errors import ConfigError
 
-__all__ = ["CurveKeys", "keygen", "load_public_key"]
+__all__ = ["Authenticator", "CurveKeys", "keygen", "load_keys", "load_public_key"]
+
+log = logging.getLogger("taskmesh.transport")
 
 
 def keygen(directory: str | Path, name: str = "node") -> tuple[Path, Path]:
@@ -80,3 +84,52 @@ class CurveKeys:
         if not folder.is_dir():
             raise ConfigError(f"authorized keys directory {folder} does not exist")
         return cls(public_key=public, secret_key=secret, authorized=folder)
+
+
+def load_keys(directory: str | Path) -> CurveKeys:
+    """Load ``DIR/node.key_secret`` and the authorized keys in
+    ``DIR/authorized/`` (the layout ``taskmesh keygen DIR`` writes)."""
+    folder = Path(directory)
+    secret = folder / "node.key_secret"
+    if not secret.is_file():
+        raise ConfigError(f"{secret} does not exist: create it with `taskmesh keygen {folder}`")
+    return CurveKeys.from_files(secret, folder / "authorized")
+
+
+class Authenticator:
+    """ZeroMQ's ZAP handler for one context, fed from ``keys.authorized``.
+
+    It runs in a thread of its own (``zmq.auth.ThreadAuthenticator``).
+    :meth:`reload` re-reads the directory when a key was added to or
+    removed from it; the I/O thread calls it every heartbeat tick. Keys
+    apply to new connections; a connection already made stays.
+    """
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], keys: CurveKeys) -> None:
+        self._keys = keys
+        self._auth = zmq.auth.thread.ThreadAuthenticator(context, log=log)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(keys.authorized))
+        self._mtime = self._read_mtime()
+
+    def _read_mtime(self) -> int:
+        try:
+            return self._keys.authorized.stat().st_mtime_ns
+        except OSError:
+            return getattr(self, "_mtime", 0)
+
+    def reload(self) -> None:
+        """Re-read the authorized keys if their directory changed (I/O thread)."""
+        mtime = self._read_mtime()
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        try:
+            self._auth.configure_curve(domain="*", location=str(self._keys.authorized))
+        except Exception as exc:  # a broken key file: keep the keys we had
+            log.warning("could not re-read authorized keys in %s: %s", self._keys.authorized, exc)
+            return
+        log.info("re-read authorized keys in %s", self._keys.authorized)
+
+    def stop(self) -> None:
+        self._auth.stop()

@@ -35,6 +35,8 @@ class Holder:
             reply.set({"from": self.node})
         return reply
 
+    begin_ask = ask_async
+
 
 class Cluster:
     """A fake resolver: holders in order, and which nodes are reachable."""

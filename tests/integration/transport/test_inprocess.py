@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import ReplyTo
 from taskmesh.errors import ActorError, AskTimeout, TransportError
 from taskmesh.transport import Transport
@@ -132,9 +133,9 @@ def test_a_late_answer_after_the_timeout_is_dropped_quietly(
 
 
 def test_stop_fails_pending_asks_and_dead_letters_queued_tells(peers: Peers) -> None:
-    letters: list[tuple[str, Any, str]] = []
+    letters = DeadLetters()
     peer = peers.start()
-    client = local_transport(listen=None, dead_letter=lambda *letter: letters.append(letter))
+    client = local_transport(listen=None, dead_letters=letters)
     echo = client.ref(peer.address, "echo")
     assert echo.ask("up", timeout=10) == "up"
     peer.pause()
@@ -143,18 +144,19 @@ def test_stop_fails_pending_asks_and_dead_letters_queued_tells(peers: Peers) -> 
     with pytest.raises(Exception, match="stopped"):
         reply.get(timeout=10)
     echo.tell("after stop")
-    assert letters[-1] == (f"{peer.address}/echo", "after stop", "peer_unreachable")
+    last = letters.recent()[-1]
+    assert (last.recipient, last.message, last.reason) == (
+        f"{peer.address}/echo",
+        "after stop",
+        "peer_unreachable",
+    )
 
 
 def test_a_receiver_that_stops_reading_pushes_back_on_the_sender(peers: Peers) -> None:
-    letters: list[tuple[str, Any, str]] = []
+    letters = DeadLetters()
     peer = peers.start()
     client = local_transport(
-        listen=None,
-        max_queue=50,
-        send_timeout=0.2,
-        high_water_mark=5,
-        dead_letter=lambda *letter: letters.append(letter),
+        listen=None, max_queue=50, send_timeout=0.2, high_water_mark=5, dead_letters=letters
     )
     try:
         seq = client.ref(peer.address, "seq")
@@ -163,12 +165,12 @@ def test_a_receiver_that_stops_reading_pushes_back_on_the_sender(peers: Peers) -
         chunk = b"x" * 60_000
         start = time.monotonic()
         sent = 0
-        while not letters:
+        while not letters.total:
             seq.tell(chunk)
             sent += 1
             assert sent < 10_000, "no backpressure after 600 MB"
         assert time.monotonic() - start >= 0.2  # the last tell waited for room
-        assert letters[0][2] == "queue_full"
+        assert letters.recent()[0].reason == "queue_full"
         assert client.snapshot()["dead_letters"] == {"queue_full": 1}
     finally:
         peer.resume()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.errors import (
     ActorNotFound,
     InvalidMessage,
@@ -181,8 +182,8 @@ def test_ask_to_an_address_nobody_listens_on_fails_fast(local: Transport, peers:
 
 
 def test_tells_to_a_dead_peer_become_dead_letters(peers: Peers) -> None:
-    letters: list[tuple[str, object, str]] = []
-    local = local_transport(dead_letter=lambda *letter: letters.append(letter))
+    letters = DeadLetters()
+    local = local_transport(dead_letters=letters)
     try:
         peer = peers.start()
         echo = local.ref(peer.address, "echo")
@@ -190,7 +191,9 @@ def test_tells_to_a_dead_peer_become_dead_letters(peers: Peers) -> None:
         peer.kill()
         wait_until(lambda: local.peer_state(peer.address) == "down", message="link down")
         echo.tell("lost")
-        assert letters == [(f"{peer.address}/echo", "lost", "peer_unreachable")]
+        assert [(d.recipient, d.message, d.reason) for d in letters.recent()] == [
+            (f"{peer.address}/echo", "lost", "peer_unreachable")
+        ]
         assert local.snapshot()["dead_letters"] == {"peer_unreachable": 1}
     finally:
         local.stop()

@@ -6,21 +6,21 @@ import logging
 
 import pytest
 
-from taskmesh.transport.counters import Counters, RateLimitedLog
+from taskmesh.transport.counters import Counters, RateLimitedLog, Tally
 
 
-def test_snapshot_is_a_plain_dict_with_dead_letters_by_reason() -> None:
+def test_snapshot_sums_the_tallies_of_every_socket_into_plain_ints() -> None:
+    router, link = Tally(), Tally()
+    router.messages_in += 3
+    link.messages_in += 2
+    link.frames_out += 1
     counters = Counters()
-    counters.messages_in += 3
-    counters.dead_letter("queue_full")
-    counters.dead_letter("queue_full", 2)
-    counters.dead_letter("expired")
-    snap = counters.snapshot()
-    assert snap["messages_in"] == 3
-    assert snap["dead_letters"] == {"queue_full": 3, "expired": 1}
-    assert snap["dead_letters_total"] == 4
-    snap["dead_letters"]["expired"] = 99
-    assert counters.snapshot()["dead_letters"]["expired"] == 1
+    counters.suspect_peers += 1
+    snap = counters.snapshot([router, link])
+    assert snap["messages_in"] == 5
+    assert snap["frames_out"] == 1
+    assert snap["suspect_peers"] == 1
+    assert all(type(value) is int for value in snap.values())
 
 
 def test_rate_limited_log_reports_skipped_lines_with_the_next_one(

@@ -1,0 +1,36 @@
+"""Publishing a node's actors in the cluster: names claimed, capabilities
+advertised.
+
+The node's :class:`~taskmesh.actors.system.ActorSystem` calls the
+:class:`Registrar` as its name directory: ``claim`` in the spawning thread
+before an actor starts (it raises :class:`~taskmesh.NameTaken` when another
+node holds the name), ``release`` in the stopping actor's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taskmesh.cluster import ClusterMember
+
+__all__ = ["Registrar"]
+
+
+class Registrar:
+    """The node's name directory; ``member()`` is the node's cluster member,
+    or None before the node has joined (then nothing is published)."""
+
+    def __init__(self, member: Callable[[], ClusterMember | None]) -> None:
+        self._member = member
+
+    def claim(self, name: str, capabilities: tuple[str, ...], *, unique: bool) -> None:
+        member = self._member()
+        if member is not None:
+            member.register_actor(name, capabilities=capabilities, unique=unique)
+
+    def release(self, name: str) -> None:
+        member = self._member()
+        if member is not None:
+            member.unregister_actor(name)
