@@ -225,7 +225,7 @@ class Scheduler:
                 continue
             step = plan(
                 schedule.trigger(), schedule.policy(), last=state.get("due"),
-                start=schedule.created, now=now, grace=schedule.misfire_grace,
+                start=schedule.start or 0.0, now=now, grace=schedule.misfire_grace,
             )  # fmt: skip
             if step.dropped:
                 self._drop(fence, schedule, state, step.dropped, step.dropped_until, step.fire)
@@ -252,10 +252,10 @@ class Scheduler:
         until: float | None,
         fired: float | None,
     ) -> None:
-        what = "fired once as the latest" if fired is not None else "skipped"
+        what = f"run once as {tick_id(fired)}" if fired is not None else "skipped"
         log.warning(
-            "schedule %r: %d tick(s) up to %s misfired (no leader for longer than %g s): %s",
-            schedule.name, dropped, tick_id(until or fired or 0.0), schedule.misfire_grace, what,
+            "schedule %r: %d tick(s) misfired (later than %g s) and were not fired: %s",
+            schedule.name, dropped, schedule.misfire_grace, what,
         )  # fmt: skip
         self._dead_letters.record(
             schedule.to, schedule.message, "misfired",

@@ -13,7 +13,7 @@ under its fencing token (see `taskmesh.platform.scheduler`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from taskmesh.actors.names import validate_capability, validate_name
@@ -43,7 +43,7 @@ class Schedule:
     timeout: float = 30.0
     retries: int = 3
     with_tick: bool = False
-    created: float = field(default=0.0, compare=False)
+    start: float | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.name, what="schedule name")
@@ -51,8 +51,8 @@ class Schedule:
         if (self.cron is None) == (self.every is None):
             raise ConfigError("a schedule needs exactly one of cron= and every=")
         policy(self.misfire)
-        if not self.misfire_grace >= 0:
-            raise ConfigError(f"misfire_grace must be >= 0 s, got {self.misfire_grace!r}")
+        if not self.misfire_grace >= 0.1:
+            raise ConfigError(f"misfire_grace must be >= 0.1 s, got {self.misfire_grace!r}")
         if not self.timeout > 0:
             raise ConfigError(f"timeout must be > 0 s, got {self.timeout!r}")
         if not isinstance(self.retries, int) or self.retries < 0:
@@ -64,7 +64,7 @@ class Schedule:
         if self.cron is not None:
             return Cron(self.cron, self.timezone)
         assert self.every is not None
-        return Interval(self.every, self.created)
+        return Interval(self.every, self.start or 0.0)
 
     def policy(self) -> MisfirePolicy:
         return policy(self.misfire)
@@ -88,7 +88,7 @@ class Schedule:
             "timeout": self.timeout,
             "retries": self.retries,
             "with_tick": self.with_tick,
-            "created": self.created,
+            "start": self.start,
         }
 
     @classmethod
@@ -147,7 +147,8 @@ class ScheduleStore:
 
     def put(self, schedule: Schedule) -> Schedule:
         """Store ``schedule``; an identical one already stored is kept as it
-        is (with its creation time, the anchor of an interval)."""
+        is. Without ``start``, an interval is anchored when first stored, and a
+        re-declaration keeps that anchor."""
         key = self._keys.schedule(schedule.name)
         for _ in range(10):
             held = self._client.get(key)
@@ -156,10 +157,13 @@ class ScheduleStore:
                     current = Schedule.from_record(schedule.name, decode(held.value))
                 except ConfigError:
                     current = None
-                if current == schedule:  # `created` does not take part in ==
+                if current is not None and current == replace(
+                    schedule, start=schedule.start if schedule.start is not None else current.start
+                ):
                     return current
-            created = schedule.created or time.time()
-            fresh = replace(schedule, created=created)
+            fresh = replace(
+                schedule, start=time.time() if schedule.start is None else schedule.start
+            )
             value = encode(fresh.to_record(), what=f"schedule {schedule.name!r}")
             expected = held.mod_revision if held is not None else 0
             if self._client.txn([Compare(key, "mod", "==", expected)], [Put(key, value)]).succeeded:
@@ -198,16 +202,12 @@ class ScheduleStore:
         infos = []
         for name, schedule in sorted(self.definitions().items()):
             state = states.get(name, {})
-            last = state.get("due")
             trigger = schedule.trigger()
-            if last is None:
-                upcoming = trigger.next_after(max(schedule.created, now - schedule.misfire_grace))
-            else:
-                step = plan(
-                    trigger, schedule.policy(), last=last, start=schedule.created, now=now,
-                    grace=schedule.misfire_grace,
-                )  # fmt: skip
-                upcoming = step.fire if step.fire is not None else step.wake
+            step = plan(
+                trigger, schedule.policy(), last=state.get("due"), start=schedule.start or 0.0,
+                now=now, grace=schedule.misfire_grace,
+            )  # fmt: skip
+            upcoming = step.fire if step.fire is not None else step.wake
             infos.append(
                 ScheduleInfo(
                     schedule=schedule,

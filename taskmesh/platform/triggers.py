@@ -57,7 +57,7 @@ class Trigger(Protocol):
 
 
 class Interval:
-    """Due every ``every`` seconds after ``anchor`` (the schedule's creation).
+    """Due every ``every`` seconds after ``anchor`` (the schedule's ``start``).
 
     Computed in whole milliseconds, so due times never drift.
     """
