@@ -70,9 +70,13 @@ def schedules(
     """List the schedules with their last and next ticks."""
     with etcd_of(cluster, etcd, config) as (client, keys):
         rows = [info.to_json() for info in ScheduleStore(client, keys).infos()]
+    if as_json:
+        typer.echo(to_json(rows))
+        return
+    rows = [{k: "-" if v is None else v for k, v in row.items()} for row in rows]
     columns = ["name", "trigger", "to", "next_due", "last_tick", "last_status", "delivered",
                "dropped", "last_error"]  # fmt: skip
-    typer.echo(to_json(rows) if as_json else table(rows, columns))
+    typer.echo(table(rows, columns))
 
 
 @schedule_app.command("add")
@@ -146,5 +150,6 @@ def workflows(
         row["created"] = _when(row["created"])
         row["finished"] = _when(row["finished"])
         row["node"] = row["node"] or "-"
+        row["error"] = row["error"] or "-"
     columns = ["id", "status", "progress", "node", "created", "finished", "error"]
     typer.echo(table(rows, columns))
