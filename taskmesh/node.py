@@ -306,7 +306,9 @@ class Node:
         leader: ``cron="0 2 * * *"`` or ``every=30.0``, ``to=`` a name (a
         capability with ``capability=True``), ``message=``; options
         ``misfire`` ("skip" | "run_once"), ``misfire_grace``, ``timezone``,
-        ``timeout``, ``retries``, ``with_tick`` (see ``Schedule``)."""
+        ``start``, ``timeout``, ``retries``, ``with_tick`` (see
+        ``taskmesh.platform.Schedule`` and docs/platform.md). Declaring the
+        same schedule again (from every node's app) changes nothing."""
         return self._platform().schedule(name, **options)
 
     def unschedule(self, name: str) -> bool:

@@ -54,8 +54,9 @@ __all__ = [
     "to_record",
 ]
 
-MAX_STEPS = 10_000
-"""Steps one workflow may hold (handlers included)."""
+MAX_STEPS = 1_000
+"""Steps one workflow may hold (handlers included): each result is an etcd
+write, and the coordinator re-walks the tree at every result."""
 
 _MAX_DEPTH = 32
 

@@ -29,7 +29,21 @@ __all__ = ["Schedule", "ScheduleInfo", "ScheduleStore"]
 
 @dataclass(frozen=True)
 class Schedule:
-    """One schedule's definition (see ``Node.schedule`` for the fields)."""
+    """One schedule's definition.
+
+    - ``name``: unique in the cluster; ``to``: the actor asked, or a
+      capability with ``capability=True`` (then routed by
+      ``consistent_hash`` on the tick's key); ``message``: a msgpack value.
+    - ``cron``: five fields (or six, seconds first), in ``timezone``; or
+      ``every``: seconds (at least 1), from ``start`` (default: when first
+      stored), so ticks fall at ``start + k * every``.
+    - ``misfire``: ``"skip"`` or ``"run_once"``, for ticks later than
+      ``misfire_grace`` seconds (see `taskmesh.platform.misfire`).
+    - ``timeout``, ``retries``: of each delivery (an ask whose idempotency
+      key is ``<name>:<tick>``).
+    - ``with_tick``: deliver ``{"schedule", "tick", "message"}`` so the
+      receiver knows which tick it handles (say, a daily report's date).
+    """
 
     name: str
     to: str
