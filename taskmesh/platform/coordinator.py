@@ -1,6 +1,6 @@
 """The workflow coordinator: a built-in actor on every node.
 
-Each node runs one (``_workflows@<node>``, capability
+Each node runs one (``_workflows``, a node-local name; capability
 ``taskmesh.workflows``). ``client.run`` asks any of them to start a
 workflow; from then on that coordinator drives it:
 
@@ -49,13 +49,12 @@ from taskmesh.errors import (
     ConfigError,
     InvalidMessage,
     LeaseLost,
-    MailboxFull,
     MessageTooLarge,
     PeerUnreachable,
-    RemoteError,
     TaskmeshError,
 )
 
+from .attempts import RETRYABLE, StepAttempt, backoff, error_record, timed_out
 from .canvas import Step, compose, from_record
 from .progress import Progress, StepResult
 from .workflow_store import Claimed, WorkflowStore
@@ -66,13 +65,10 @@ log = logging.getLogger("taskmesh.workflows")
 
 CAPABILITY = "taskmesh.workflows"
 
-_RETRY_FIRST = 0.05
-_RETRY_MAX = 1.0
 _SWEEP = 0.1
 """Seconds between checks that the nodes asked are still reachable (as a
 sync ask with retries does), and that no step is past its deadline."""
 _READOPT = 1.0
-_RETRYABLE = (ActorNotFound, PeerUnreachable, MailboxFull)
 
 
 @dataclass(frozen=True)
@@ -125,24 +121,12 @@ class Drop:
 
 
 @dataclass(eq=False)
-class _StepState:
-    message: Any
-    key: str
-    deadline: float
-    attempt: int = 0
-    failures: int = 0
-    node: str | None = None
-    reply: Reply | None = None
-    lost: set[str] = field(default_factory=set)
-
-
-@dataclass(eq=False)
 class _Run:
     claimed: Claimed
     progress: Progress
     results: dict[int, StepResult]
     status: dict[str, Any]
-    steps: dict[int, _StepState] = field(default_factory=dict)
+    steps: dict[int, StepAttempt] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -232,7 +216,7 @@ class Coordinator(Actor):
             progress = Progress.of(from_record(claimed.definition))
         except ConfigError as error:
             run = _Run(claimed, Progress.of(Step("_invalid")), {}, dict(claimed.status))
-            self._finish(run, error=_error_record(error))
+            self._finish(run, error=error_record(error))
             return
         log.info(
             "workflow %s adopted here with %d of %d steps done",
@@ -288,7 +272,7 @@ class Coordinator(Actor):
 
     def _launch(self, run: _Run, number: int, message: Any) -> None:
         step = run.progress.steps[number]
-        run.steps[number] = _StepState(
+        run.steps[number] = StepAttempt(
             message, f"{run.id}:{number}", time.monotonic() + step.timeout
         )
         self._attempt(run, number)
@@ -300,7 +284,7 @@ class Coordinator(Actor):
         state.node, state.reply = None, None
         remaining = state.deadline - time.monotonic()
         if remaining <= 0:
-            self._settle(run, number, _timeout(step))
+            self._settle(run, number, timed_out(step))
             return
         try:
             located = self.ctx.locate(step, frozenset(state.lost), state.key)
@@ -309,11 +293,11 @@ class Coordinator(Actor):
                 raise ActorNotFound(f"no actor {what} {step.target!r} in the cluster")
             node, target = located
             reply = target.ask_async(state.message, timeout=remaining, idempotency_key=state.key)
-        except _RETRYABLE as error:
+        except RETRYABLE as error:
             self._retry_later(run, number, error)
             return
         except TaskmeshError as error:  # the message itself is refused
-            self._settle(run, number, StepResult(False, error=_error_record(error)))
+            self._settle(run, number, StepResult(False, error=error_record(error)))
             return
         state.node, state.reply = node, reply
         me, workflow_id, attempt = self.ref, run.id, state.attempt
@@ -326,9 +310,9 @@ class Coordinator(Actor):
         step = run.progress.steps[number]
         state.failures += 1
         state.reply = None
-        pause = min(_RETRY_FIRST * 2 ** (state.failures - 1), _RETRY_MAX)
+        pause = backoff(state.failures)
         if state.failures > step.retries or time.monotonic() + pause >= state.deadline:
-            self._settle(run, number, StepResult(False, error=_error_record(error)))
+            self._settle(run, number, StepResult(False, error=error_record(error)))
             return
         retry = _Retry(run.id, number, state.attempt)
         self.timers.start_single(("retry", run.id, number), retry, pause)
@@ -349,7 +333,7 @@ class Coordinator(Actor):
         current = message.attempt == state.attempt and state.reply is message.reply
         try:
             value = message.reply.get(0)
-        except _RETRYABLE as error:
+        except RETRYABLE as error:
             if current:
                 if isinstance(error, PeerUnreachable) and state.node is not None:
                     state.lost.add(state.node)
@@ -357,10 +341,10 @@ class Coordinator(Actor):
             return
         except AskTimeout:
             if current:
-                self._settle(run, message.number, _timeout(run.progress.steps[message.number]))
+                self._settle(run, message.number, timed_out(run.progress.steps[message.number]))
             return
         except Exception as error:  # the actor raised: that is the step's answer
-            self._settle(run, message.number, StepResult(False, error=_error_record(error)))
+            self._settle(run, message.number, StepResult(False, error=error_record(error)))
             return
         self._settle(run, message.number, StepResult(True, value))
 
@@ -380,7 +364,7 @@ class Coordinator(Actor):
     def _check(self, run: _Run, number: int, now: float) -> None:
         state = run.steps[number]
         if now > state.deadline:
-            self._settle(run, number, _timeout(run.progress.steps[number]))
+            self._settle(run, number, timed_out(run.progress.steps[number]))
         elif state.node is not None and not self.ctx.reachable(state.node):
             state.lost.add(state.node)
             lost = PeerUnreachable(f"node {state.node!r} is suspected or has left the cluster")
@@ -398,7 +382,7 @@ class Coordinator(Actor):
         try:
             kept = self.ctx.store.record(run.claimed, number, result, status)
         except (MessageTooLarge, InvalidMessage) as error:
-            result = StepResult(False, error={**_error_record(error), "step": number,
+            result = StepResult(False, error={**error_record(error), "step": number,
                                               "target": run.progress.steps[number].target})  # fmt: skip
             kept = self.ctx.store.record(run.claimed, number, result, status)
         if not kept:
@@ -430,21 +414,8 @@ class Coordinator(Actor):
             kept = self.ctx.store.finish(run.claimed, outcome)
         except (MessageTooLarge, InvalidMessage) as too_large:
             outcome = {**run.status, "finished": time.time(), "status": "failed",
-                       "error": _error_record(too_large)}  # fmt: skip
+                       "error": error_record(too_large)}  # fmt: skip
             kept = self.ctx.store.finish(run.claimed, outcome)
         if kept:
             log.info("workflow %s %s", run.id, outcome["status"])
         self._forget(run.id)
-
-
-def _timeout(step: Step) -> StepResult:
-    error = AskTimeout(f"step {step.target!r} got no answer within {step.timeout:g} s")
-    return StepResult(False, error=_error_record(error))
-
-
-def _error_record(error: BaseException) -> dict[str, Any]:
-    """An error as a workflow stores it: the remote type name for a
-    `RemoteError`, else the local type's."""
-    if isinstance(error, RemoteError):
-        return {"type": error.type_name, "message": error.message, "traceback": error.traceback}
-    return {"type": type(error).__name__, "message": str(error), "traceback": ""}
