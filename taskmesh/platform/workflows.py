@@ -89,13 +89,16 @@ class WorkflowService:
     def run(
         self, workflow: Workflow, *, timeout: float = 60.0, workflow_id: str | None = None
     ) -> Any:
-        """Submit ``workflow`` and wait up to ``timeout`` s for its result.
+        """Submit ``workflow`` and wait up to ``timeout`` s for its result
+        (handing it to a coordinator may take up to 10 s more).
 
         Raises `WorkflowFailed` if a step failed, `WorkflowTimeout` (with
         the id, for `result`) if it has not finished in time.
         """
         deadline = time.monotonic() + timeout
-        workflow_id = self.submit(workflow, workflow_id=workflow_id, timeout=min(timeout, 10.0))
+        # Handing the workflow over has its own bound: once it is accepted, the
+        # caller gets an id to come back with, however short its timeout.
+        workflow_id = self.submit(workflow, workflow_id=workflow_id, timeout=10.0)
         return self.result(workflow_id, timeout=max(deadline - time.monotonic(), 0.0))
 
     def result(self, workflow_id: str, *, timeout: float = 0.0) -> Any:
@@ -135,7 +138,7 @@ class WorkflowService:
                 self._client, key, on_reset=reset, on_event=event, name=f"workflow:{workflow_id}"
             )
             try:
-                watch.start(wait=timeout)
+                watch.start()  # it lists the key first: no change is missed
                 finished.wait(timeout)
             finally:
                 watch.stop()
