@@ -161,9 +161,14 @@ class Coordinator(Actor):
         elif isinstance(message, Drop):
             self._drop_all()
         elif isinstance(message, dict) and message.get("op") == "start":
-            return self._start(message)
+            try:
+                return self._start(message)
+            except TaskmeshError as error:  # an answer, not a failure of the coordinator
+                return {"error": error_record(error)}
         else:
-            raise ConfigError(f"the workflow coordinator does not understand {message!r:.200}")
+            self.system.dead_letters.record(
+                self.name, message, "unhandled", "not a message for the workflow coordinator"
+            )
         return None
 
     def adopt(self, workflow_id: str) -> None:

@@ -19,7 +19,13 @@ from typing import Any
 from taskmesh.actors.names import validate_name
 from taskmesh.addressing import CapabilityRef, Resolver
 from taskmesh.cluster.etcd import EtcdClient, KeyValue, PrefixWatch, WatchEvent
-from taskmesh.errors import ConfigError, WorkflowFailed, WorkflowNotFound, WorkflowTimeout
+from taskmesh.errors import (
+    ConfigError,
+    WorkflowError,
+    WorkflowFailed,
+    WorkflowNotFound,
+    WorkflowTimeout,
+)
 
 from .canvas import Chain, Chord, Group, Step, Workflow, to_record
 from .coordinator import CAPABILITY
@@ -71,7 +77,8 @@ class WorkflowService:
 
         Submitting the same ``workflow_id`` again starts nothing new.
         Raises `ConfigError` for a malformed workflow, `MessageTooLarge`
-        for a definition above what etcd holds, and the ask's errors when
+        for a definition above what etcd holds, `WorkflowError` when the
+        coordinator cannot store it (etcd away), and the ask's errors when
         no coordinator answers.
         """
         if not isinstance(workflow, Step | Chain | Group | Chord):
@@ -80,10 +87,18 @@ class WorkflowService:
         record = to_record(workflow)
         Progress.of(workflow)  # checks the size of the tree
         encode(record, what=f"workflow {workflow_id}'s definition")
-        self._coordinators.ask(
+        answer = self._coordinators.ask(
             {"op": "start", "id": workflow_id, "workflow": record},
             timeout=timeout, retries=_SUBMIT_RETRIES, idempotency_key=f"start:{workflow_id}",
         )  # fmt: skip
+        if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+            kind, text = answer["error"].get("type"), answer["error"].get("message")
+            refused = f"the coordinator refused workflow {workflow_id}: {kind}: {text}"
+            raise (
+                ConfigError(refused)
+                if kind in ("ConfigError", "InvalidName")
+                else WorkflowError(refused)
+            )
         return workflow_id
 
     def run(

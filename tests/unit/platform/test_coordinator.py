@@ -110,7 +110,9 @@ def run() -> Iterator[tuple[Cluster, FakeStore, Any]]:
     )  # fmt: skip
     coordinator = system.spawn(Coordinator, context, name="_workflows")
 
-    def start(workflow: Workflow, workflow_id: str = "w") -> None:
+    def start(workflow: Workflow | dict[str, Any], workflow_id: str = "w") -> Any:
+        if isinstance(workflow, dict):  # a raw request, as a peer may send one
+            return coordinator.ask({"op": "start", "id": workflow_id, "workflow": workflow})
         answer = coordinator.ask(
             {"op": "start", "id": workflow_id, "workflow": to_record(workflow)}
         )
@@ -190,3 +192,15 @@ def test_an_actor_error_fails_the_step_at_once_without_retries(run: Any) -> None
     assert len(cluster.asked) == 1
     error = store.finished["w"]["error"]
     assert (error["type"], error["message"], error["target"]) == ("ValueError", "bad input", "work")
+
+
+def test_a_bad_request_is_answered_and_costs_no_running_workflow(run: Any) -> None:
+    cluster, store, start = run
+    start(step("work", "x", capability=True))
+    asked = cluster.wait_asks(1)[0]
+    refused = start({"nothing": 1}, workflow_id="bad")
+    assert refused["error"]["type"] == "ConfigError"
+    assert "none of step" in refused["error"]["message"]
+    asked.reply.set("fine")  # the coordinator was not restarted: it still drives "w"
+    wait_until(lambda: "w" in store.finished)
+    assert store.finished["w"]["result"] == "fine"
