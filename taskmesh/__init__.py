@@ -31,8 +31,12 @@ from taskmesh.errors import (
     RemoteError,
     RestartIntensityExceeded,
     TaskmeshError,
+    WorkflowFailed,
+    WorkflowNotFound,
+    WorkflowTimeout,
 )
 from taskmesh.node import Node
+from taskmesh.platform import chain, chord, group, step
 
 __version__ = "0.1.0"
 
@@ -59,8 +63,15 @@ __all__ = [
     "Supervisor",
     "TaskmeshError",
     "Terminated",
+    "WorkflowFailed",
+    "WorkflowNotFound",
+    "WorkflowTimeout",
     "__version__",
+    "chain",
+    "chord",
     "connect",
+    "group",
+    "step",
 ]
 
 logging.getLogger("taskmesh").addHandler(logging.NullHandler())

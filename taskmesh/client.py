@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.names import validate_capability, validate_name
@@ -21,8 +21,12 @@ from taskmesh.cluster import ClusterMember, ClusterSettings, MemberInfo, Route
 from taskmesh.errors import ClusterError, EtcdUnavailable
 from taskmesh.locator import Locator
 from taskmesh.ops.latency import LatencyHistogram
+from taskmesh.platform.workflows import WorkflowInfo, WorkflowService
 from taskmesh.transport import Transport
 from taskmesh.transport.security import load_keys
+
+if TYPE_CHECKING:
+    from taskmesh.platform import Workflow
 
 __all__ = ["Client", "connect"]
 
@@ -86,6 +90,7 @@ class Client:
             curve=self._keys is not None,
         )
         self._named: dict[str, NamedRef] = {}
+        self._workflows = WorkflowService(self.locator, self._view.client, cluster)
         self._started = False
 
     def start(self) -> Client:
@@ -152,6 +157,29 @@ class Client:
         return self.ref(name).ask(
             message, timeout=timeout, retries=retries, idempotency_key=idempotency_key
         )
+
+    # --- workflows (caller's thread; see taskmesh.platform) -----------------
+
+    def run(
+        self, workflow: Workflow, *, timeout: float = 60.0, workflow_id: str | None = None
+    ) -> Any:
+        """Run ``workflow`` (``taskmesh.step/chain/group/chord``) in the
+        cluster and wait up to ``timeout`` s for its result; raises
+        ``WorkflowFailed`` or ``WorkflowTimeout`` (which carries the id)."""
+        return self._workflows.run(workflow, timeout=timeout, workflow_id=workflow_id)
+
+    def submit(self, workflow: Workflow, *, workflow_id: str | None = None) -> str:
+        """Start ``workflow`` in the cluster and return its id at once."""
+        return self._workflows.submit(workflow, workflow_id=workflow_id)
+
+    def result(self, workflow_id: str, *, timeout: float = 0.0) -> Any:
+        """The result of the workflow ``workflow_id``, waiting up to
+        ``timeout`` s if it still runs (see ``WorkflowService.result``)."""
+        return self._workflows.result(workflow_id, timeout=timeout)
+
+    def workflows(self) -> list[WorkflowInfo]:
+        """Running and recently finished workflows, newest first."""
+        return self._workflows.list()
 
     # --- cluster view (caller's thread, from caches) ------------------------
 

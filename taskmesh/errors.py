@@ -27,6 +27,10 @@ __all__ = [
     "RestartIntensityExceeded",
     "TaskmeshError",
     "TransportError",
+    "WorkflowError",
+    "WorkflowFailed",
+    "WorkflowNotFound",
+    "WorkflowTimeout",
 ]
 
 
@@ -181,3 +185,62 @@ class FencingError(ClusterError):
     The fencing token (the leader key's revision) did not match; another
     node leads now. Leader duties stop at once; nothing needs doing.
     """
+
+
+# --- platform (schedules, workflows) ------------------------------------------
+
+
+class WorkflowError(TaskmeshError):
+    """Base of the errors about workflows (``client.run``, ``client.result``)."""
+
+
+class WorkflowFailed(WorkflowError):
+    """A step of the workflow failed, so the workflow did.
+
+    ``type_name``, ``message`` and ``traceback`` describe the step's error
+    (the remote exception, as in :class:`RemoteError`, or ``AskTimeout``,
+    ``ActorNotFound``, ``MessageTooLarge``...); ``step`` is its number and
+    ``target`` its actor or capability; ``handler`` the ``on_error``
+    step's outcome (``{"ok": value}`` or ``{"error": {...}}``), if one ran.
+    """
+
+    def __init__(
+        self,
+        workflow_id: str,
+        type_name: str,
+        message: str,
+        *,
+        traceback: str = "",
+        step: int | None = None,
+        target: str | None = None,
+        handler: dict[str, object] | None = None,
+    ) -> None:
+        where = f" at step {step} ({target})" if step is not None else ""
+        super().__init__(f"workflow {workflow_id} failed{where}: {type_name}: {message}")
+        self.workflow_id = workflow_id
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+        self.step = step
+        self.target = target
+        self.handler = handler
+
+
+class WorkflowTimeout(WorkflowError, TimeoutError):
+    """The workflow had not finished when the caller stopped waiting.
+
+    It goes on in the cluster: fetch its outcome later with
+    ``client.result(error.workflow_id)``.
+    """
+
+    def __init__(self, workflow_id: str, timeout: float) -> None:
+        super().__init__(
+            f"workflow {workflow_id} has not finished within {timeout:g} s; it goes on in "
+            f"the cluster: client.result({workflow_id!r}) fetches its outcome later"
+        )
+        self.workflow_id = workflow_id
+
+
+class WorkflowNotFound(WorkflowError, LookupError):
+    """No workflow has this id: it never existed, or it finished longer ago
+    than its coordinator keeps outcomes (a day by default)."""

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from taskmesh.actors.actor import Actor
 from taskmesh.actors.names import validate_capability, validate_name
@@ -31,10 +31,14 @@ from taskmesh.cluster.member import default_node_id
 from taskmesh.errors import ConfigError
 from taskmesh.locator import Locator
 from taskmesh.ops.latency import LatencyHistogram
+from taskmesh.platform.services import NodeServices
 from taskmesh.registrar import Registrar
 from taskmesh.singletons import Singletons
 from taskmesh.transport import Transport
 from taskmesh.transport.security import load_keys
+
+if TYPE_CHECKING:
+    from taskmesh.platform import Schedule, ScheduleInfo
 
 __all__ = ["Node"]
 
@@ -110,6 +114,7 @@ class Node:
         self.embedded_etcd: EmbeddedEtcd | None = None
         self.member: ClusterMember | None = None
         self.locator: Locator | None = None
+        self._services: NodeServices | None = None
         self._singletons = Singletons(self.system)
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._lock = threading.Lock()
@@ -163,6 +168,7 @@ class Node:
                 node_id=self.node_id,
             )
             self.transport.subscribe(self.locator.on_peer_event)
+            self._services = NodeServices(self).start()  # scheduler, workflow coordinator
         except BaseException:
             self.stop()
             raise
@@ -196,6 +202,9 @@ class Node:
                 return
             self._state = "stopping"
         grace = self._grace_period if grace_period is None else grace_period
+        services, self._services = self._services, None
+        if services is not None:
+            services.stop()
         member, self.member = self.member, None
         if member is not None:
             try:
@@ -291,3 +300,28 @@ class Node:
     @property
     def is_leader(self) -> bool:
         return bool(self.member and self.member.is_leader)
+
+    # --- schedules (any thread; see taskmesh.platform) ------------------------
+
+    def schedule(self, name: str, **options: Any) -> Schedule:
+        """Declare a cluster-wide schedule, stored in etcd and fired by the
+        leader: ``cron="0 2 * * *"`` or ``every=30.0``, ``to=`` a name (a
+        capability with ``capability=True``), ``message=``; options
+        ``misfire`` ("skip" | "run_once"), ``misfire_grace``, ``timezone``,
+        ``start``, ``timeout``, ``retries``, ``with_tick`` (see
+        ``taskmesh.platform.Schedule`` and docs/platform.md). Declaring the
+        same schedule again (from every node's app) changes nothing."""
+        return self._platform().schedule(name, **options)
+
+    def unschedule(self, name: str) -> bool:
+        """Remove a schedule; True if it existed."""
+        return self._platform().unschedule(name)
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule with its last and next tick, from etcd."""
+        return self._platform().list_schedules()
+
+    def _platform(self) -> NodeServices:
+        if self._services is None:
+            raise ConfigError("schedules need a running node: call start() first")
+        return self._services

@@ -9,6 +9,9 @@ One place knows where things live, so every module and every tool (the CLI's
     election/<lease-hex>               node id, under the node's lease
     singletons/<name>                  {"capability"}, no lease (declared)
     placements/<name>                  {"node", "capability"}, under the target's lease
+
+Schedules and workflows keep their records beside these (``schedules/``,
+``workflow-status/``, ...): see :mod:`taskmesh.platform.records`.
 """
 
 from __future__ import annotations

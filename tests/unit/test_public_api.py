@@ -7,7 +7,9 @@ import pytest
 import taskmesh
 
 
-@pytest.mark.parametrize("module", ["taskmesh", "taskmesh.actors", "taskmesh.errors"])
+@pytest.mark.parametrize(
+    "module", ["taskmesh", "taskmesh.actors", "taskmesh.errors", "taskmesh.platform"]
+)
 def test_every_exported_name_exists(module: str) -> None:
     mod = importlib.import_module(module)
     missing = [name for name in mod.__all__ if not hasattr(mod, name)]

@@ -44,3 +44,18 @@ def test_the_edge_cluster_survives_losing_an_etcd_member() -> None:
     for i in range(3):
         assert f"sensor-board-{i} -> {{'board': 'board-{i}'" in done.stdout
     assert "cluster stopped" in done.stdout
+
+
+def test_the_image_pipeline_runs_a_chord_and_fires_its_schedules() -> None:
+    done = run("examples/image_pipeline.py")
+    assert done.returncode == 0, done.stderr
+    assert "contact sheet: 10 thumbnails, 10045 px wide" in done.stdout
+    assert "thumbnail sweep: fired by the leader" in done.stdout
+    rows = {
+        line.split()[0]: line
+        for line in done.stdout.splitlines()
+        if line.startswith(("nightly", "thumbnail-"))
+    }
+    assert "cron 0 2 * * *" in rows["nightly-report"] and "T02:00:00.000Z" in rows["nightly-report"]
+    assert "every 2s" in rows["thumbnail-sweep"] and "delivered" in rows["thumbnail-sweep"]
+    assert "both nodes stopped" in done.stdout

@@ -57,9 +57,11 @@ def test_two_nodes_on_one_etcd_answer_asks_and_show_the_truth(etcd_url: str) -> 
             ("echo-beta", "beta"),
         }
         routes = json.loads(cli("routes", "--json", *flags).stdout)
-        assert {(r["capability"], r["actor"]) for r in routes} == {
-            ("echo", "echo-alpha"),
-            ("echo", "echo-beta"),
+        assert {(r["capability"], r["actor"], r["node"]) for r in routes} == {
+            ("echo", "echo-alpha", "alpha"),
+            ("echo", "echo-beta", "beta"),
+            ("taskmesh.workflows", "_workflows", "alpha"),  # every node's built-in coordinator
+            ("taskmesh.workflows", "_workflows", "beta"),
         }
         leader = json.loads(cli("leader", "--json", *flags).stdout)["leader"]
         assert leader in ("alpha", "beta")

@@ -1,0 +1,29 @@
+"""The task platform: highly available schedules and workflows (Celery's beat
+and canvas, with no broker and no single point of failure).
+
+- `Schedule` / `Scheduler`: interval and cron schedules stored in etcd,
+  fired by the leader only, each tick once across leader failover.
+- `step`, `chain`, `group`, `chord`: workflows of asks, driven by a
+  coordinator actor in the cluster whose state lives in etcd.
+"""
+
+from __future__ import annotations
+
+from .canvas import Chain, Chord, Group, Step, Workflow, chain, chord, group, step
+from .schedules import Schedule, ScheduleInfo
+from .workflows import WorkflowInfo
+
+__all__ = [
+    "Chain",
+    "Chord",
+    "Group",
+    "Schedule",
+    "ScheduleInfo",
+    "Step",
+    "Workflow",
+    "WorkflowInfo",
+    "chain",
+    "chord",
+    "group",
+    "step",
+]
