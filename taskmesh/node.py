@@ -29,6 +29,7 @@ from taskmesh.addressing import CapabilityRef, Located, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, MemberInfo
 from taskmesh.cluster.member import default_node_id
 from taskmesh.errors import ConfigError
+from taskmesh.ops.introspect import spawn_introspector
 from taskmesh.ops.latency import LatencyHistogram
 from taskmesh.peers import Peers
 from taskmesh.transport import CurveKeys, Transport
@@ -150,6 +151,8 @@ class Node:
             ).start()
             self._peers = Peers(self.member, self.transport, curve=self._keys is not None)
             self.transport.subscribe(self._peers.on_peer_event)
+            # ops: the `_ops` actor the cluster page and `taskmesh dead-letters` ask
+            spawn_introspector(self)
         except BaseException:
             self.stop()
             raise

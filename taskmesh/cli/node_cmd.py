@@ -5,6 +5,7 @@ What it prints on stdout, one line each, for people and scripts:
     taskmesh: embedded etcd at http://127.0.0.1:PORT (join with --etcd http://127.0.0.1:PORT)
     taskmesh: node NAME of cluster CLUSTER at tcp://HOST:PORT
     taskmesh: metrics at http://HOST:PORT/metrics
+    taskmesh: cluster page at http://HOST:PORT/
     taskmesh: ready
     taskmesh: stopped
 """
@@ -29,6 +30,7 @@ from taskmesh.cli.settings import Settings, load_settings
 from taskmesh.errors import ConfigError, TaskmeshError
 from taskmesh.node import Node
 from taskmesh.ops import OpsServer, configure_logging
+from taskmesh.ops.clusterview import ClusterView, NodeSource
 from taskmesh.ops.metrics import NodeCollector
 
 log = logging.getLogger("taskmesh.cli")
@@ -127,12 +129,14 @@ def run_node(settings: Settings) -> None:
         if settings.metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(NodeCollector(node))
+            view = ClusterView(NodeSource(node), local=node)
             ops = OpsServer(
                 settings.metrics_host,
                 settings.metrics_port,
                 registry=registry,
                 ready=lambda: apps_done and node.ready(),
                 healthy=lambda: node.running,
+                cluster=view.collect,
             )
             ops.start()
         node.start()
@@ -142,6 +146,7 @@ def run_node(settings: Settings) -> None:
         say(f"node {node.node_id} of cluster {settings.cluster} at {node.address}")
         if ops is not None:
             say(f"metrics at {ops.url}/metrics")
+            say(f"cluster page at {ops.url}/")
         for spec, function in zip(settings.apps, apps, strict=True):
             try:
                 function(node)
