@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium import webdriver
@@ -82,6 +83,21 @@ def rate_of(text: str) -> float:
     return float(match.group(1)) * (1000 if match.group(2) else 1)
 
 
+def readme_example() -> dict[str, Any]:
+    """The ``/api/cluster`` example in the README."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("**`/api/cluster`**", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    return json.loads(block)  # type: ignore[no-any-return]
+
+
+def documented_as(real: dict[str, Any], documented: dict[str, Any]) -> None:
+    """The fixed fields of the real JSON are the README's, two levels down."""
+    assert set(real) == set(documented)
+    for key, value in documented.items():
+        if isinstance(value, dict) and key not in ("names", "routes", "by_reason"):
+            assert set(real[key]) == set(value), key
+
+
 def test_the_cluster_page_shows_nodes_actors_routes_rates_and_dead_letters(
     etcd_url: str, browser: webdriver.Chrome
 ) -> None:
@@ -134,6 +150,15 @@ def test_the_cluster_page_shows_nodes_actors_routes_rates_and_dead_letters(
                          {"actor": "echo-beta", "node": "beta"}],
             }  # fmt: skip
             assert not members["alpha"]["suspect"] and members["alpha"]["error"] is None
+            example = readme_example()
+            documented_as(report, example)
+            documented_as(members["beta"], example["members"][0])
+            documented_as(members["beta"]["actors"][0], example["members"][0]["actors"][0])
+            documented_as(
+                members["beta"]["dead_letters"]["recent"][0],
+                example["members"][0]["dead_letters"]["recent"][0],
+            )
+            assert set(report["routes"]["echo"][0]) == set(example["routes"]["echo"][0])
 
             # The same letters through the CLI, asked of every node through the mesh.
             letters = cli("dead-letters", *flags, "--json", "--last", "2")
