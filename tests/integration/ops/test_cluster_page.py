@@ -117,7 +117,18 @@ def test_the_cluster_page_shows_nodes_actors_routes_rates_and_dead_letters(
 
         client = taskmesh.connect(etcd=etcd_url, cluster=cluster)
         stop_traffic = threading.Event()
+        sender = threading.Thread(target=lambda: None)
         try:
+            # The backlog gauge counts what waits at the holders of a capability.
+            client.tell("echo-alpha", {"sleep": 3})
+            for i in range(5):
+                client.tell("echo-alpha", {"record": i})
+            wait_until(
+                lambda: 'taskmesh_capability_backlog{capability="echo"} 5.0'
+                in get_text(alpha.metrics + "/metrics"),
+                timeout=30, interval=0.1, message="a backlog of 5 behind the sleeping echo-alpha",
+            )  # fmt: skip
+
             # Three tells to a name beta does not host: dead letters on beta.
             ghost = client.transport.ref(beta.address, "ghost")
             for i in range(3):
@@ -135,7 +146,9 @@ def test_the_cluster_page_shows_nodes_actors_routes_rates_and_dead_letters(
                     return None
                 return report
 
-            report = wait_until(api_ready, timeout=30, message="both nodes and beta's dead letters")
+            report = wait_until(
+                api_ready, timeout=30, interval=0.1, message="both nodes and beta's dead letters"
+            )
             assert report["cluster"] == cluster and report["served_by"] == "alpha"
             assert report["leader"] in ("alpha", "beta")
             members = {m["node"]: m for m in report["members"]}  # type: ignore[attr-defined]
@@ -178,7 +191,9 @@ def test_the_cluster_page_shows_nodes_actors_routes_rates_and_dead_letters(
             for css in ('tr[data-node="alpha"]', 'tr[data-node="beta"]',
                         'tr[data-actor="echo-beta"]', 'tr[data-capability="echo"]',
                         'tr[data-reason="actor_not_found"]'):  # fmt: skip
-                wait_until(lambda css=css: shown(browser, css), timeout=30, message=css)
+                wait_until(
+                    lambda css=css: shown(browser, css), timeout=30, interval=0.1, message=css
+                )
             assert "leader" in shown(browser, f'tr[data-node="{report["leader"]}"]')
             assert "echo-alpha @ alpha" in shown(browser, 'tr[data-capability="echo"]')
             assert shown(browser, 'tr[data-reason="actor_not_found"]').endswith("3")
@@ -195,6 +210,7 @@ def test_the_cluster_page_shows_nodes_actors_routes_rates_and_dead_letters(
             wait_until(
                 lambda: rate_of(shown(browser, '[data-rate-in="beta"]')) >= 100,
                 timeout=40,
+                interval=0.1,
                 message="beta's inbound rate on the page to pass 100/s",
             )
             assert rate_of(shown(browser, "#total-in")) >= 100
@@ -203,6 +219,8 @@ def test_the_cluster_page_shows_nodes_actors_routes_rates_and_dead_letters(
             assert (ARTIFACTS / "cluster-page.png").stat().st_size > 10_000
         finally:
             stop_traffic.set()
+            if sender.is_alive():
+                sender.join(30)
             client.close()
 
 
