@@ -213,7 +213,7 @@ class EtcdClient:
             return  # the first call: a failed start is its caller's error to report
         where = ", ".join(self.endpoints)
         if reachable:
-            _log.warning("etcd at %s is reachable again", where)
+            _log.info("etcd at %s is reachable again", where)
         else:
             _log.warning(
                 "cannot reach etcd at %s (%s); serving from the last known cluster state "
