@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,8 @@ class Locator:
         self._refs: dict[tuple[str, str, str], Target] = {}
         self._named: dict[str, tuple[NameRecord, Located]] = {}
         self._routes: dict[str, tuple[int, list[Located]]] = {}
-        self._turn = itertools.count()
+        # A random start: short-lived callers (a CLI call is one) spread out.
+        self._turn = itertools.count(random.randrange(1 << 16))
         self._miss_budget = _MISS_LOOKUPS_PER_S
         self._miss_at = time.monotonic()
         self._miss_paused_until = 0.0

@@ -30,6 +30,7 @@ from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, Membe
 from taskmesh.cluster.member import default_node_id
 from taskmesh.errors import ConfigError
 from taskmesh.locator import Locator
+from taskmesh.ops.introspect import spawn_introspector
 from taskmesh.ops.latency import LatencyHistogram
 from taskmesh.platform.services import NodeServices
 from taskmesh.registrar import Registrar
@@ -169,6 +170,8 @@ class Node:
             )
             self.transport.subscribe(self.locator.on_peer_event)
             self._services = NodeServices(self).start()  # scheduler, workflow coordinator
+            # ops: the `_ops` actor the cluster page and `taskmesh dead-letters` ask
+            spawn_introspector(self)
         except BaseException:
             self.stop()
             raise

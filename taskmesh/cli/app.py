@@ -35,18 +35,32 @@ app = typer.Typer(
 
 ClusterOpt = Annotated[
     str | None,
-    typer.Option("--cluster", help="Cluster name (etcd key prefix).", show_default=False),
+    typer.Option(
+        "--cluster",
+        help="Cluster name (etcd key prefix).  [default: default]",
+        metavar="NAME",
+        show_default=False,
+    ),
 ]
 EtcdOpt = Annotated[
     str | None,
-    typer.Option("--etcd", help="etcd endpoint URL(s), comma-separated.", show_default=False),
+    typer.Option(
+        "--etcd",
+        help="etcd endpoint URL(s), comma-separated (or TASKMESH_ETCD).",
+        metavar="URL[,URL...]",
+        show_default=False,
+    ),
 ]
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML settings file.", show_default=False)
+    Path | None,
+    typer.Option("--config", help="TOML settings file.", metavar="FILE", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 KeysOpt = Annotated[
-    Path | None, typer.Option("--keys", help="CURVE keys directory.", show_default=False)
+    Path | None,
+    typer.Option(
+        "--keys", help="CURVE keys directory (taskmesh keygen).", metavar="DIR", show_default=False
+    ),
 ]
 
 
@@ -110,10 +124,10 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@app.command(short_help="Create a CURVE key pair and an authorized/ directory.")
 def keygen(
-    directory: Annotated[Path, typer.Argument(help="Where to write the key pair.")],
-    name: Annotated[str, typer.Option(help="File name of the pair.")] = "node",
+    directory: Annotated[Path, typer.Argument(help="Where to write the key pair.", metavar="DIR")],
+    name: Annotated[str, typer.Option(help="File name of the pair.", metavar="NAME")] = "node",
 ) -> None:
     """Create a CURVE key pair (NAME.key, NAME.key_secret) and an
     authorized/ directory holding the public key."""

@@ -23,24 +23,53 @@ from taskmesh.cli.app import (
     table,
     to_json,
 )
+from taskmesh.cli.etcd_check import check_etcd
 from taskmesh.client import Client
-from taskmesh.errors import ConfigError, RemoteError, TaskmeshError
+from taskmesh.cluster.routing import STRATEGIES
+from taskmesh.errors import ActorNotFound, ConfigError, RemoteError, TaskmeshError
 
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the reply.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", help="Seconds to wait for the reply (> 0).", metavar="SECONDS"),
+]
+CapabilityFlag = Annotated[
+    bool, typer.Option("--capability", help="Read NAME as a capability, not an actor name.")
+]
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        help="With --capability: round_robin (from a random holder), least_loaded, "
+        "consistent_hash (with --key) or, for tell, broadcast.",
+        metavar="STRATEGY",
+    ),
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--key", help="Routing key for consistent_hash.", metavar="KEY", show_default=False
+    ),
+]
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds a client command waits for its first view of the cluster."""
 
 
 @contextmanager
 def connected(
-    cluster: str | None, etcd: str | None, config: Any, keys: Any = None, timeout: float = 5.0
+    cluster: str | None, etcd: str | None, config: Any, keys: Any = None
 ) -> Iterator[Client]:
+    """A started client for one command; fails within a few seconds, naming
+    the URL, when etcd cannot be reached."""
     settings = client_settings(cluster=cluster, etcd=etcd, config=config, keys=keys)
+    check_etcd(settings)
     client = Client(
         etcd=settings.etcd,
         cluster=settings.cluster,
         keys=settings.keys,
         ask_timeout=settings.ask_timeout,
         max_message_size=settings.max_message_size,
-        start_timeout=timeout,
+        start_timeout=CONNECT_TIMEOUT,
         etcd_user=settings.etcd_user,
         etcd_password=settings.etcd_password,
         etcd_ca=settings.etcd_ca,
@@ -54,58 +83,102 @@ def connected(
         client.close()
 
 
+def not_found(client: Client, name: str, capability: bool) -> ConfigError:
+    """The one wording of an unknown target, for ask and tell alike."""
+    what = f"holds the capability {name!r}" if capability else f"named {name!r}"
+    return ConfigError(f"no actor {what} in cluster {client.cluster_name!r}")
+
+
+def check_target(name: str, capability: bool, strategy: str, key: str | None) -> None:
+    """Refuse a bad name or option combination before connecting."""
+    (validate_capability if capability else validate_name)(name)
+    if not capability and (strategy != "round_robin" or key is not None):
+        raise ConfigError("--strategy and --key apply with --capability only")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+    if strategy == "consistent_hash" and key is None:
+        raise ConfigError("--strategy consistent_hash needs --key KEY")
+
+
+def target_of(
+    client: Client, name: str, capability: bool, strategy: str, key: str | None
+) -> tuple[Any, dict[str, Any]]:
+    """The ref a command sends to, and the keyword arguments its sends need."""
+    if not capability:
+        if client.resolve(name) is None:
+            raise not_found(client, name, capability=False)
+        return client.ref(name), {}
+    ref = client.capability(name, strategy=strategy)
+    if not client.routes().get(name):
+        raise not_found(client, name, capability=True)
+    return ref, ({"key": key} if key is not None else {})
+
+
 @app.command()
 def tell(
-    name: Annotated[str, typer.Argument(help="Actor name.")],
-    message: Annotated[str, typer.Argument(help="The message, as JSON.")],
+    name: Annotated[
+        str, typer.Argument(help="Actor name (a capability with --capability).", metavar="NAME")
+    ],
+    message: Annotated[str, typer.Argument(help="The message, as JSON.", metavar="JSON")],
+    capability: CapabilityFlag = False,
+    strategy: StrategyOpt = "round_robin",
+    key: KeyOpt = None,
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
     keys: KeysOpt = None,
 ) -> None:
     """Send a message to an actor without waiting (at most once)."""
-    validate_name(name)
+    check_target(name, capability, strategy, key)
     payload = parse_json(message)
     with connected(cluster, etcd, config, keys) as client:
-        if client.resolve(name) is None:
-            raise ConfigError(f"no actor named {name!r} in cluster {client.cluster_name!r}")
-        client.tell(name, payload)
+        target, options = target_of(client, name, capability, strategy, key)
+        target.tell(payload, **options)
         client.transport.flush()
 
 
 @app.command()
 def ask(
-    name: Annotated[str, typer.Argument(help="Actor name (a capability with --capability).")],
-    message: Annotated[str, typer.Argument(help="The message, as JSON.")],
+    name: Annotated[
+        str, typer.Argument(help="Actor name (a capability with --capability).", metavar="NAME")
+    ],
+    message: Annotated[str, typer.Argument(help="The message, as JSON.", metavar="JSON")],
     timeout: TimeoutOpt = 5.0,
-    capability: Annotated[
-        bool, typer.Option("--capability", help="Read NAME as a capability.")
-    ] = False,
+    capability: CapabilityFlag = False,
+    strategy: StrategyOpt = "round_robin",
+    key: KeyOpt = None,
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
     keys: KeysOpt = None,
 ) -> None:
     """Ask an actor and print its reply as JSON."""
-    (validate_capability if capability else validate_name)(name)
+    if not timeout > 0:
+        raise ConfigError(f"--timeout must be more than 0 seconds, got {timeout:g}")
+    if strategy == "broadcast":
+        raise ConfigError("a broadcast has no single reply: use tell --capability")
+    check_target(name, capability, strategy, key)
     payload = parse_json(message)
-    with connected(cluster, etcd, config, keys, timeout=timeout) as client:
-        target = client.capability(name) if capability else client.ref(name)
+    with connected(cluster, etcd, config, keys) as client:
+        target, options = target_of(client, name, capability, strategy, key)
         try:
-            reply = target.ask(payload, timeout=timeout)
+            reply = target.ask(payload, timeout=timeout, **options)
         except RemoteError as error:
             raise TaskmeshError(f"remote {error.type_name}: {error.message}") from None
+        except ActorNotFound:
+            raise not_found(client, name, capability) from None
     typer.echo(to_json(reply))
 
 
-@app.command()
+@app.command(short_help="List the live members, their load and the leader.")
 def members(
     as_json: JsonOpt = False,
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """List the cluster's live members."""
+    """List the cluster's live members: host CPU and memory use in percent,
+    messages queued in the node's mailboxes, and the leader."""
     with connected(cluster, etcd, config) as client:
         leader = client.leader()
         rows = [
@@ -115,9 +188,9 @@ def members(
                 "host": m.host,
                 "pid": m.pid,
                 "capabilities": ",".join(sorted(m.capabilities)),
-                "cpu": round(m.load.cpu, 1),
-                "memory": round(m.load.memory, 1),
-                "mailbox": m.load.mailbox,
+                "cpu%": round(m.load.cpu, 1),
+                "mem%": round(m.load.memory, 1),
+                "queued": m.load.mailbox,
                 "leader": m.node == leader,
             }
             for m in sorted(client.members().values(), key=lambda m: m.node)
@@ -180,8 +253,12 @@ def leader(
 
 @app.command()
 def top(
-    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
-    iterations: Annotated[int, typer.Option(help="Stop after N frames (0: until Ctrl-C).")] = 0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between refreshes.", metavar="SECONDS")
+    ] = 1.0,
+    iterations: Annotated[
+        int, typer.Option(help="Stop after N frames (0: until Ctrl-C).", metavar="N")
+    ] = 0,
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,

@@ -5,6 +5,7 @@ What it prints on stdout, one line each, for people and scripts:
     taskmesh: embedded etcd at http://127.0.0.1:PORT (join with --etcd http://127.0.0.1:PORT)
     taskmesh: node NAME of cluster CLUSTER at tcp://HOST:PORT
     taskmesh: metrics at http://HOST:PORT/metrics
+    taskmesh: cluster page at http://HOST:PORT/
     taskmesh: ready
     taskmesh: stopped
 """
@@ -24,11 +25,13 @@ from typing import Annotated, Any
 import typer
 from prometheus_client import CollectorRegistry
 
-from taskmesh.cli.app import ClusterOpt, ConfigOpt, EtcdOpt, KeysOpt, app
+from taskmesh.cli.app import ClusterOpt, ConfigOpt, KeysOpt, app
+from taskmesh.cli.etcd_check import check_etcd
 from taskmesh.cli.settings import Settings, load_settings
 from taskmesh.errors import ConfigError, TaskmeshError
 from taskmesh.node import Node
 from taskmesh.ops import OpsServer, configure_logging
+from taskmesh.ops.clusterview import ClusterView, NodeSource
 from taskmesh.ops.metrics import NodeCollector
 
 log = logging.getLogger("taskmesh.cli")
@@ -43,36 +46,99 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-@app.command("node")
+def _opt(help: str, metavar: str, default: object = None) -> Any:
+    """An option of ``node``; ``default`` is only shown: the real one comes
+    from :class:`Settings`, after the environment and the TOML file."""
+    shown = "" if default is None else f"  [default: {default}]"
+    return typer.Option(help=help + shown, metavar=metavar, show_default=False)
+
+
+_DEFAULTS = Settings()
+
+
+@app.command("node", short_help="Run a node (with an embedded etcd unless --etcd).")
 def node_command(
     cluster: ClusterOpt = None,
-    etcd: EtcdOpt = None,
-    listen: Annotated[
-        str | None, typer.Option(help="ZeroMQ address tcp://HOST:PORT (0: a free port).")
+    etcd: Annotated[
+        str | None,
+        typer.Option(
+            "--etcd",
+            help="etcd endpoint URL(s), comma-separated; without it the node starts an "
+            "embedded etcd and prints its URL.",
+            metavar="URL[,URL...]",
+            show_default=False,
+        ),
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Node name (default: host-pid-random).")] = None,
+    listen: Annotated[
+        str | None,
+        _opt(
+            "ZeroMQ address peers dial; port 0 picks a free one.",
+            "tcp://HOST:PORT",
+            _DEFAULTS.listen,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, _opt("Node name in the cluster.", "NAME", "HOST-PID-RANDOM")
+    ] = None,
     capability: Annotated[
-        list[str] | None, typer.Option("--capability", help="Node label; repeat for more.")
+        list[str] | None,
+        typer.Option(
+            "--capability", help="Node label; repeat for more.", metavar="CAP", show_default=False
+        ),
     ] = None,
     app_: Annotated[
         list[str] | None,
-        typer.Option("--app", help="MODULE:FUNCTION called with the node; repeatable."),
+        typer.Option(
+            "--app",
+            help="MODULE:FUNCTION called with the node once it runs; repeatable.",
+            metavar="MODULE:FUNCTION",
+            show_default=False,
+        ),
     ] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve /metrics, /healthz, /readyz on this port.")
+        int | None,
+        _opt(
+            "Serve the cluster page (/), /api/cluster, /metrics, /healthz and /readyz "
+            "on this port (0: a free one).",
+            "PORT",
+            "off",
+        ),
     ] = None,
-    metrics_host: Annotated[str | None, typer.Option(help="Address for the metrics port.")] = None,
+    metrics_host: Annotated[
+        str | None,
+        _opt("Address of that port (0.0.0.0 for remote scrapers).", "HOST", _DEFAULTS.metrics_host),
+    ] = None,
     keys: KeysOpt = None,
     config: ConfigOpt = None,
-    log_format: Annotated[str | None, typer.Option(help="text or json.")] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING...")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Embedded etcd's data directory.")] = None,
-    lease_ttl: Annotated[float | None, typer.Option(help="Membership lease TTL, seconds.")] = None,
+    log_format: Annotated[
+        str | None, _opt("Log lines as text or json.", "text|json", _DEFAULTS.log_format)
+    ] = None,
+    log_level: Annotated[
+        str | None, _opt("DEBUG, INFO, WARNING or ERROR.", "LEVEL", _DEFAULTS.log_level)
+    ] = None,
+    data_dir: Annotated[
+        Path | None, _opt("Embedded etcd's data directory.", "DIR", "a temporary directory")
+    ] = None,
+    lease_ttl: Annotated[
+        float | None,
+        _opt(
+            "Seconds before a silent node's names and routes expire.",
+            "SECONDS",
+            _DEFAULTS.lease_ttl,
+        ),
+    ] = None,
     grace_period: Annotated[
-        float | None, typer.Option(help="Seconds in-flight work may take on SIGTERM.")
+        float | None,
+        _opt(
+            "Seconds in-flight work may take on SIGTERM or Ctrl-C.",
+            "SECONDS",
+            _DEFAULTS.grace_period,
+        ),
     ] = None,
 ) -> None:
-    """Run a node: host actors, join the cluster (an embedded etcd without --etcd)."""
+    """Run a node: host actors and join the cluster (with an embedded etcd
+    unless --etcd). Settings come from flags, then TASKMESH_* variables,
+    then --config FILE, then the defaults shown."""
     flags: dict[str, Any] = {
         "cluster": cluster,
         "listen": listen,
@@ -98,6 +164,8 @@ def node_command(
 def run_node(settings: Settings) -> None:
     """Start, run the apps, serve until a signal, drain; raises on failure."""
     apps = [load_app(spec) for spec in settings.apps]
+    if settings.etcd:
+        check_etcd(settings)
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
@@ -127,12 +195,14 @@ def run_node(settings: Settings) -> None:
         if settings.metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(NodeCollector(node))
+            view = ClusterView(NodeSource(node), local=node)
             ops = OpsServer(
                 settings.metrics_host,
                 settings.metrics_port,
                 registry=registry,
                 ready=lambda: apps_done and node.ready(),
                 healthy=lambda: node.running,
+                cluster=view.collect,
             )
             ops.start()
         node.start()
@@ -142,6 +212,7 @@ def run_node(settings: Settings) -> None:
         say(f"node {node.node_id} of cluster {settings.cluster} at {node.address}")
         if ops is not None:
             say(f"metrics at {ops.url}/metrics")
+            say(f"cluster page at {ops.url}/")
         for spec, function in zip(settings.apps, apps, strict=True):
             try:
                 function(node)

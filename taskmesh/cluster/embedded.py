@@ -222,6 +222,8 @@ class EmbeddedEtcd:
             *self._extra_args,
         ]  # fmt: skip
         # Early failures (bad flags, a panic) bypass the log file: keep stderr too.
+        # A session of its own: Ctrl-C in the node's terminal signals the node's
+        # process group, and etcd must outlive the node's leaving the cluster.
         with open(self._data_dir / "etcd.stderr", "ab") as stderr:
             self._proc = subprocess.Popen(
                 die_with_parent(args),
@@ -229,6 +231,7 @@ class EmbeddedEtcd:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 close_fds=True,
+                start_new_session=True,
             )
 
     def wait_healthy(self, timeout: float) -> None:

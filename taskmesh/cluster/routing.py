@@ -22,6 +22,7 @@ import bisect
 import hashlib
 import itertools
 import logging
+import random
 import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -100,7 +101,8 @@ class RoutingTable:
         self._table: dict[str, set[Route]] = {}
         self._mine: dict[str, tuple[frozenset[str], str]] = {}
         self._suspects: set[str] = set()
-        self._counter = itertools.count()
+        # A random start: short-lived processes (one CLI call each) spread out.
+        self._counter = itertools.count(random.randrange(1 << 20))
         self._rings: dict[str, _Ring] = {}
         self.version = 0
         """Bumped (under the lock) whenever the table or the suspects change,

@@ -18,10 +18,20 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from taskmesh.ops.introspect import RUNTIME_ACTORS, local_capabilities
+
 if TYPE_CHECKING:
     from taskmesh.node import Node
 
-__all__ = ["NodeCollector"]
+__all__ = ["DEAD_LETTER_REASONS", "NodeCollector"]
+
+DEAD_LETTER_REASONS: tuple[str, ...] = (
+    "actor_not_found", "actor_stopped", "deliver_failed", "expired", "mailbox_full",
+    "misfired", "no_route", "peer_unreachable", "poison", "queue_full", "reply_queue_full",
+    "reply_undeliverable", "too_large", "unhandled",
+)  # fmt: skip
+"""Every reason the runtime records. Their series exist from the first
+scrape at 0, so that ``rate()`` and alerts see the first dead letter."""
 
 
 class NodeCollector(Collector):
@@ -49,7 +59,8 @@ class NodeCollector(Collector):
         dead = CounterMetricFamily(
             "taskmesh_messages_dead", "Undelivered messages by reason.", labels=["reason"]
         )
-        for reason, count in sorted(node.dead_letters.counts().items()):
+        counts = dict.fromkeys(DEAD_LETTER_REASONS, 0) | node.dead_letters.counts()
+        for reason, count in sorted(counts.items()):
             dead.add_metric([reason], count)
         yield dead
         yield _counter(
@@ -63,13 +74,24 @@ class NodeCollector(Collector):
             buckets=histogram.cumulative(),
             sum_value=histogram.total,
         )
+        depths = node.system.mailbox_depths()
+        for name in RUNTIME_ACTORS:  # the runtime's own actors
+            depths.pop(name, None)
         depth = GaugeMetricFamily(
             "taskmesh_mailbox_depth", "Queued messages per actor.", labels=["actor"]
         )
-        for actor, queued in sorted(node.system.mailbox_depths().items()):
+        for actor, queued in sorted(depths.items()):
             depth.add_metric([actor], queued)
         yield depth
-        yield _gauge("actors", "Live actors on this node.", len(node.system.names()))
+        backlog = GaugeMetricFamily(
+            "taskmesh_capability_backlog",
+            "Queued messages of this node's actors holding each capability (for autoscaling).",
+            labels=["capability"],
+        )
+        for capability, queued in sorted(capability_backlog(node, depths).items()):
+            backlog.add_metric([capability], queued)
+        yield backlog
+        yield _gauge("actors", "Live actors on this node.", len(depths))
 
         peers = transport.get("peers", {})
         yield _gauge(
@@ -86,6 +108,15 @@ class NodeCollector(Collector):
         member = node.member
         errors = member.client.error_count if member is not None else 0
         yield _counter("etcd_errors", "Failed etcd calls.", errors)
+
+
+def capability_backlog(node: Node, depths: dict[str, int]) -> dict[str, int]:
+    """Capability -> messages queued at this node's actors that hold it."""
+    backlog: dict[str, int] = {}
+    for actor, capabilities in local_capabilities(node).items():
+        for capability in capabilities:
+            backlog[capability] = backlog.get(capability, 0) + depths.get(actor, 0)
+    return backlog
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

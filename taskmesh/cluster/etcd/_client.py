@@ -153,6 +153,8 @@ class EtcdClient:
         self._closed = False
         self.error_count = 0
         """Failed etcd calls so far (each failed try counts); for metrics."""
+        self.reachable: bool | None = None
+        """Whether the last call reached etcd; None before the first (see `note`)."""
         try:
             self._client = etcd3.MultiEndpointEtcd3Client(
                 endpoints=eps, timeout=timeout, user=user, password=password, failover=True
@@ -175,7 +177,7 @@ class EtcdClient:
             if self._closed:
                 raise EtcdUnavailable("etcd client is closed")
             try:
-                return fn(self._client)
+                result = fn(self._client)
             except Exception as exc:
                 err = _translate(exc)
                 if err is None:
@@ -184,12 +186,39 @@ class EtcdClient:
                 if not isinstance(err, EtcdUnavailable):
                     raise err from exc
                 if attempt >= len(self.endpoints) and time.monotonic() >= deadline:
+                    self.note(False, str(err))
                     raise err from exc
                 _log.debug("etcd call failed, retrying: %s", exc)
                 self.report_failure()
                 if attempt >= len(self.endpoints):
                     time.sleep(0.05)
+                continue
+            if self.reachable is not True:
+                self.note(True)
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def note(self, reachable: bool, detail: str = "") -> None:
+        """Log etcd going away and coming back, once each (any thread).
+
+        Every watch and the lease notice an outage on their own; one line
+        per change of state is what an operator needs, not one per thread.
+        """
+        with self._lock:
+            before = self.reachable
+            if reachable == before or self._closed:
+                return
+            self.reachable = reachable
+        if before is None:
+            return  # the first call: a failed start is its caller's error to report
+        where = ", ".join(self.endpoints)
+        if reachable:
+            _log.info("etcd at %s is reachable again", where)
+        else:
+            _log.warning(
+                "cannot reach etcd at %s (%s); serving from the last known cluster state "
+                "until it is back", where, detail.removeprefix("etcd unreachable: "),
+            )  # fmt: skip
 
     def report_failure(self) -> None:
         """Mark the endpoint in use as failed so the next call tries another one."""

@@ -197,7 +197,11 @@ class LeaseKeeper:
 
     def _check_deadline(self, lease: int) -> float:
         if self._clock() >= self._deadline:
-            _log.warning("etcd lease %x presumed lost: no refresh before its deadline", lease)
+            # With etcd gone the client has said so once; this would only repeat it.
+            _log.log(
+                logging.WARNING if self._client.reachable else logging.DEBUG,
+                "etcd lease %x presumed lost: no refresh before its deadline", lease,
+            )  # fmt: skip
             self._lose(lease)
             return 0.0
         return self._retry

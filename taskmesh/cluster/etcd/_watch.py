@@ -139,7 +139,8 @@ class PrefixWatch:
                 self._stop.wait(self._retry)
 
     def _set_state(self, connected: bool) -> bool:
-        _log.info("watch %s %s", self._name, "connected" if connected else "disconnected")
+        # Debug only: losing etcd is reported once, by the client (EtcdClient.note).
+        _log.debug("watch %s %s", self._name, "connected" if connected else "disconnected")
         if self._on_state is not None:
             self._safe(self._on_state, connected)
         return connected
@@ -190,7 +191,7 @@ class PrefixWatch:
                 self._close_watcher()
                 return "compacted"
             if item is None or not hasattr(item, "events"):
-                _log.info("watch %s: stream ended (%s), re-subscribing", self._name, item)
+                _log.debug("watch %s: stream ended (%s), re-subscribing", self._name, _short(item))
                 self._close_watcher()
                 return "broken"
             self._apply(item)
@@ -226,3 +227,14 @@ class PrefixWatch:
             fn(*args)
         except Exception:
             _log.exception("watch %s: callback failed", self._name)
+
+
+def _short(item: Any) -> str:
+    """One line for a stream's end (a gRPC error's repr spans five)."""
+    details = getattr(item, "details", None)
+    if callable(details):
+        try:
+            return str(details())
+        except Exception:
+            pass
+    return " ".join(str(item).split())[:200]

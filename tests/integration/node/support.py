@@ -31,10 +31,18 @@ class NodeProcess:
     """A ``taskmesh node`` child process; reads its status lines.
 
     ``prefix`` runs it under another command (``ip netns exec NS`` for a
-    node in a network namespace).
+    node in a network namespace). ``own_group`` makes it lead a process
+    group of its own, as a shell does with a job (Ctrl-C signals the group).
     """
 
-    def __init__(self, *args: str, name: str, cwd: Path = ROOT, prefix: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *args: str,
+        name: str,
+        cwd: Path = ROOT,
+        prefix: Sequence[str] = (),
+        own_group: bool = False,
+    ) -> None:
         self.name = name
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -45,6 +53,7 @@ class NodeProcess:
             text=True,
             cwd=cwd,
             env=env(TASKMESH_TEST_NODE=name),
+            process_group=0 if own_group else None,
         )
         self.stderr: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+import taskmesh
 from tests.integration.node.support import cli, running_node
 
 
@@ -69,6 +70,26 @@ def test_two_nodes_on_one_etcd_answer_asks_and_show_the_truth(etcd_url: str) -> 
 
         table = cli("members", *flags).stdout
         assert "alpha" in table and "beta" in table and "NODE" in table
+        assert "CPU%" in table and "MEM%" in table and "QUEUED" in table
+
+        done = cli("ask", "echo", '"y"', "--capability", "--strategy", "least_loaded", *flags)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["node"] in ("alpha", "beta")
+        hashed = [
+            cli("ask", "echo", '"z"', "--capability", "--strategy", "consistent_hash",
+                "--key", "order-7", *flags)
+            for _ in range(2)
+        ]  # fmt: skip
+        assert all(h.returncode == 0 for h in hashed), [h.stderr for h in hashed]
+        assert len({json.loads(h.stdout)["node"] for h in hashed}) == 1, "one key, one holder"
+
+        # Round robin starts at a random holder in every new process (a CLI call
+        # is one), so short-lived callers spread out: 24 fresh clients, one ask each.
+        seen = set()
+        for _ in range(24):
+            with taskmesh.connect(etcd=etcd_url, cluster=name) as client:
+                seen.add(client.capability("echo").ask("x", timeout=10)["node"])
+        assert seen == {"alpha", "beta"}
 
         top = cli("top", "--iterations", "1", *flags)
         assert top.returncode == 0, top.stderr
@@ -87,7 +108,13 @@ def test_a_remote_exception_and_an_unknown_name_are_one_line_errors(etcd_url: st
         assert failed.stderr.strip() == "taskmesh: error: remote ValueError: bad input"
         unknown = cli("ask", "nobody", "1", *flags)
         assert unknown.returncode != 0
-        assert unknown.stderr.count("\n") == 1 and "nobody" in unknown.stderr
+        said = f"taskmesh: error: no actor named 'nobody' in cluster '{name}'\n"
+        assert unknown.stderr == said
+        assert cli("tell", "nobody", "1", *flags).stderr == said, "ask and tell say the same"
+        no_holder = cli("ask", "nothing", "1", "--capability", *flags)
+        assert no_holder.stderr == (
+            f"taskmesh: error: no actor holds the capability 'nothing' in cluster '{name}'\n"
+        )
         timeout = cli("ask", "echo-gamma", '{"sleep": 5}', "--timeout", "0.5", *flags)
         assert timeout.returncode != 0
         assert timeout.stderr.count("\n") == 1 and "0.5" in timeout.stderr
@@ -168,6 +195,12 @@ def test_the_embedded_etcd_starts_prints_its_url_and_is_joined(tmp_path: object)
         (["node", "--app", "no_such_module_x:f"], "cannot import"),
         (["node", "--listen", "127.0.0.1:5"], "listen"),
         (["keygen"], "Missing argument"),
+        (["ask", "x", "1", "--timeout", "0", "--etcd", "http://127.0.0.1:9"], "--timeout must be"),
+        (["ask", "x", "1", "--capability", "--strategy", "broadcast"], "use tell"),
+        (
+            ["ask", "x", "1", "--strategy", "least_loaded", "--etcd", "http://127.0.0.1:9"],
+            "--capability",
+        ),
         (["frobnicate"], "No such command"),
     ],
 )

@@ -32,6 +32,18 @@ def test_the_readme_tour_works_as_written() -> None:
                 shown = cli(command, environ=environ)
                 assert shown.returncode == 0, shown.stderr
             assert "echo-n1" in cli("actors", environ=environ).stdout
+            balanced = cli(
+                "ask", "echo", '"hi"', "--capability", "--strategy", "least_loaded",
+                environ=environ,
+            )  # fmt: skip
+            assert json.loads(balanced.stdout)["from"] in ("n1", "n2")
+            told = cli("tell", "echo-n1", '{"fire": "and forget"}', environ=environ)
+            assert told.returncode == 0, told.stderr
+            letters = cli("dead-letters", environ=environ)
+            assert letters.returncode == 0, letters.stderr
+            assert "0 dead letters on 2 nodes" in letters.stdout
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+                assert "<title>taskmesh cluster</title>" in r.read().decode()
             top = cli("top", "--iterations", "1", environ=environ)
             assert "n1" in top.stdout and "n2" in top.stdout
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:

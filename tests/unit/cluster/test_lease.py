@@ -20,6 +20,7 @@ class ScriptedEtcd:
         self.down = False
         self.revoked: list[int] = []
         self.lock = threading.Lock()
+        self.reachable: bool | None = None  # as EtcdClient: None before the first call
 
     def grant(self, ttl: int, **_: Any) -> int:
         if self.down:
