@@ -14,9 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from taskmesh.cli.app import ClusterOpt, ConfigOpt, EtcdOpt, KeysOpt, app
 from taskmesh.cli.settings import Settings, load_settings
+from taskmesh.cli.signals import StopSignals
 from taskmesh.errors import ConfigError, TaskmeshError
 from taskmesh.node import Node
 from taskmesh.ops import OpsServer, configure_logging
@@ -98,10 +97,13 @@ def node_command(
 def run_node(settings: Settings) -> None:
     """Start, run the apps, serve until a signal, drain; raises on failure."""
     apps = [load_app(spec) for spec in settings.apps]
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
+    with StopSignals() as signals:
+        _serve(settings, apps, signals)
+    say("stopped")
+
+
+def _serve(settings: Settings, apps: list[Callable[[Node], Any]], signals: StopSignals) -> None:
+    """Main thread: start the node, run the apps, wait for a stop signal, drain."""
     node = Node(
         cluster=settings.cluster,
         etcd=list(settings.etcd) or None,
@@ -151,15 +153,12 @@ def run_node(settings: Settings) -> None:
                 raise ConfigError(f"app {spec} failed: {type(error).__name__}: {error}") from error
         apps_done = True
         say("ready")
-        stop.wait()
+        signals.wait()
         say("stopping: draining in-flight work")
     finally:
         node.stop()
         if ops is not None:
             ops.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    say("stopped")
 
 
 def load_app(spec: str) -> Callable[[Node], Any]:
