@@ -8,6 +8,7 @@ tests.
 
 from __future__ import annotations
 
+from .compaction import Compactor as Compactor
 from .directory import Directory as Directory
 from .election import Election as Election
 from .election import Fence as Fence
@@ -34,6 +35,7 @@ __all__ = [
     "ClusterKeys",
     "ClusterMember",
     "ClusterSettings",
+    "Compactor",
     "Directory",
     "Election",
     "EmbeddedEtcd",

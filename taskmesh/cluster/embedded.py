@@ -36,6 +36,12 @@ _log = logging.getLogger("taskmesh.cluster.embedded")
 
 _START_ATTEMPTS = 4
 
+QUOTA_BACKEND_BYTES = 2 * 1024**3
+"""The embedded etcd's database quota (etcd's own default, stated explicitly)."""
+
+AUTO_COMPACTION_RETENTION = "1h"
+"""How much history the embedded etcd keeps: older revisions are compacted hourly."""
+
 
 def find_etcd_binary(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Return the etcd server binary to run.
@@ -116,6 +122,11 @@ class EmbeddedEtcd:
     alone for a single member. ``host`` is the address both ports bind
     to (another local address makes etcd reachable from elsewhere, e.g.
     from network namespaces in tests).
+
+    History is compacted periodically (``auto_compaction_retention``, an
+    etcd duration such as ``1h`` or ``30s``) and the database is capped at
+    ``quota_backend_bytes``: an edge node runs for months unattended, and a
+    full quota makes etcd refuse every write, leases included.
     """
 
     def __init__(
@@ -131,7 +142,11 @@ class EmbeddedEtcd:
         log_level: str = "warn",
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
+        auto_compaction_retention: str = AUTO_COMPACTION_RETENTION,
+        quota_backend_bytes: int = QUOTA_BACKEND_BYTES,
     ) -> None:
+        self._compaction = auto_compaction_retention
+        self._quota = quota_backend_bytes
         self._binary = find_etcd_binary(binary)
         self._host = host
         self._data_dir = Path(data_dir) if data_dir is not None else None
@@ -219,6 +234,9 @@ class EmbeddedEtcd:
             "--logger", "zap",
             "--log-level", self._log_level,
             "--log-outputs", str(self._data_dir / "etcd.log"),
+            "--auto-compaction-mode", "periodic",
+            "--auto-compaction-retention", self._compaction,
+            "--quota-backend-bytes", str(self._quota),
             *self._extra_args,
         ]  # fmt: skip
         # Early failures (bad flags, a panic) bypass the log file: keep stderr too.

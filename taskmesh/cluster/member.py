@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from taskmesh.errors import ClusterError, ConfigError
 
+from .compaction import Compactor
 from .election import Election, Fence
 from .etcd import EtcdClient, LeaseKeeper
 from .keys import ClusterKeys, validate_name
@@ -47,7 +48,8 @@ class ClusterSettings:
 
     ``lease_ttl`` (seconds) bounds how long a dead node stays visible;
     ``load_interval`` is how often load is republished; ``etcd_timeout``
-    bounds each etcd call.
+    bounds each etcd call; ``compaction_interval`` is how often the leader
+    compacts etcd history older than that interval (0: never).
     """
 
     etcd: str | Sequence[str]
@@ -60,6 +62,7 @@ class ClusterSettings:
     load_interval: float = 2.0
     etcd_timeout: float = 2.0
     start_timeout: float = 15.0
+    compaction_interval: float = 300.0
     user: str | None = None
     password: str | None = None
     ca_cert: str | None = None
@@ -67,6 +70,8 @@ class ClusterSettings:
     cert_cert: str | None = None
 
     def __post_init__(self) -> None:
+        if self.compaction_interval < 0:
+            raise ConfigError("compaction_interval must be 0 (off) or positive")
         if self.lease_ttl < 2:
             raise ConfigError(f"lease_ttl must be at least 2 seconds, not {self.lease_ttl}")
         for name in ("load_interval", "etcd_timeout", "start_timeout"):
@@ -136,6 +141,13 @@ class ClusterMember:
             start=singleton_start,
             stop=singleton_stop,
         )
+        self.compactor = Compactor(
+            self.client,
+            self.election,
+            self.keys,
+            self.node,
+            interval=0.0 if observer else settings.compaction_interval,
+        )
         self.names.on_lost(self._name_lost)
         self._started = False
 
@@ -166,6 +178,7 @@ class ClusterMember:
                 self.lease.start()
                 self.lease.wait_acquired(timeout)
             self.placement.start(timeout=timeout)
+            self.compactor.start()
         except BaseException:
             self.stop()
             raise
@@ -175,6 +188,7 @@ class ClusterMember:
 
     def stop(self, *, deregister: bool = True) -> None:
         """Leave: stop singletons, revoke the lease (deleting our keys), stop watching."""
+        self.compactor.stop()
         self.placement.stop()
         self.election.stop()
         self.lease.stop(revoke=deregister)

@@ -15,6 +15,7 @@ from ._client import Get as Get
 from ._client import KeyValue as KeyValue
 from ._client import Op as Op
 from ._client import Put as Put
+from ._client import Status as Status
 from ._client import TxnResult as TxnResult
 from ._lease import LeaseKeeper as LeaseKeeper
 from ._watch import PrefixWatch as PrefixWatch
@@ -30,6 +31,7 @@ __all__ = [
     "Op",
     "PrefixWatch",
     "Put",
+    "Status",
     "TxnResult",
     "WatchEvent",
 ]

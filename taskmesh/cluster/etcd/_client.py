@@ -23,7 +23,17 @@ import grpc  # type: ignore[import-untyped, unused-ignore]  # no stubs; see repo
 
 from taskmesh.errors import ClusterError, ConfigError, EtcdUnavailable
 
-__all__ = ["Compare", "Delete", "EtcdClient", "Get", "KeyValue", "Op", "Put", "TxnResult"]
+__all__ = [
+    "Compare",
+    "Delete",
+    "EtcdClient",
+    "Get",
+    "KeyValue",
+    "Op",
+    "Put",
+    "Status",
+    "TxnResult",
+]
 
 _log = logging.getLogger("taskmesh.cluster.etcd")
 _T = TypeVar("_T")
@@ -101,6 +111,18 @@ class Get:
 
 
 Op = Put | Delete | Get
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The answering member's store revision and database file size in bytes.
+
+    ``db_size`` is what etcd's quota counts. Compaction frees pages for
+    reuse, so the file stops growing; only a defragmentation shrinks it.
+    """
+
+    revision: int
+    db_size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +235,12 @@ class EtcdClient:
         self._closed = True
         self._client.close()
 
+    def __enter__(self) -> EtcdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- keys -----------------------------------------------------------------
 
     def get(self, key: str) -> KeyValue | None:
@@ -272,9 +300,32 @@ class EtcdClient:
         held = result.gets[0]
         return held[0] if held else None
 
-    def compact(self, revision: int) -> None:
-        """Drop history before ``revision`` (watches behind it get compacted)."""
-        self._call(lambda c: c.compact(revision, physical=True))
+    def compact(self, revision: int) -> bool:
+        """Drop history before ``revision`` (watches behind it get compacted).
+
+        Returns False when etcd had already compacted up to or past it.
+        """
+        try:
+            self._call(lambda c: c.compact(revision, physical=True))
+        except ClusterError as exc:
+            if "compacted" in str(exc):
+                return False
+            raise
+        return True
+
+    def status(self) -> Status:
+        """The answering member's revision and database size."""
+
+        def run(c: Any) -> Status:
+            resp = c.maintenancestub.Status(
+                etcd3.etcdrpc.StatusRequest(),
+                c.timeout,
+                credentials=c.call_credentials,
+                metadata=c.metadata,
+            )
+            return Status(int(resp.header.revision), int(resp.dbSize))
+
+        return self._call(run)
 
     def revision(self) -> int:
         """The current store revision."""
