@@ -28,7 +28,7 @@ from taskmesh.actors.system import ActorSystem
 from taskmesh.addressing import CapabilityRef, Located, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, MemberInfo
 from taskmesh.cluster.member import default_node_id
-from taskmesh.errors import ConfigError
+from taskmesh.errors import ConfigError, NameTaken
 from taskmesh.ops.latency import LatencyHistogram
 from taskmesh.peers import Peers
 from taskmesh.transport import CurveKeys, Transport
@@ -71,6 +71,8 @@ class Node:
         etcd_ca: str | Path | None = None,
         etcd_cert: str | Path | None = None,
         etcd_key: str | Path | None = None,
+        claim_timeout: float = 15.0,
+        compaction_interval: float = 300.0,
     ) -> None:
         self.cluster_name = cluster
         self.node_id = validate_name(name, what="node name") if name else default_node_id()
@@ -84,6 +86,8 @@ class Node:
         self._lease_ttl = lease_ttl
         self._grace_period = grace_period
         self._etcd_auth = (etcd_user, etcd_password, etcd_ca, etcd_cert, etcd_key)
+        self._claim_timeout = claim_timeout
+        self._compaction_interval = compaction_interval
         self.ask_timeout = ask_timeout
         self.ask_latency = LatencyHistogram()
         self.system = ActorSystem(
@@ -142,6 +146,8 @@ class Node:
                     ca_cert=str(ca) if ca else None,
                     cert_cert=str(cert) if cert else None,
                     cert_key=str(key) if key else None,
+                    claim_timeout=self._claim_timeout,
+                    compaction_interval=self._compaction_interval,
                 ),
                 mailbox_total=lambda: sum(self.system.mailbox_depths().values()),
                 messages_total=lambda: self.transport.counters.messages_in,
@@ -234,6 +240,24 @@ class Node:
             max_attempts=max_attempts,
             **kwargs,
         )
+
+    def spawn_many(
+        self, actor: type[Actor], names: Iterable[str], *args: Any, **kwargs: Any
+    ) -> list[ActorRef]:
+        """Start one ``actor`` per name, claiming the names in batches (one etcd
+        transaction per 64 instead of one per name). The names are claimed all
+        or none: :class:`NameTaken` (naming the held ones) leaves none
+        claimed and starts nothing. ``args``/``kwargs`` go to each spawn."""
+        if self.member is None or self._state != "running":
+            raise ConfigError("spawn_many needs a running node: call start() first")
+        wanted = [validate_name(n) for n in names]
+        local = set(self.system.names()) & set(wanted)
+        if local:
+            raise NameTaken(f"names taken by live actors here: {sorted(local)[:5]}")
+        self.member.register_many(
+            wanted, capabilities=actor.capabilities, address=self.transport.address
+        )
+        return [self.spawn(actor, *args, name=n, **kwargs) for n in wanted]
 
     def singleton(
         self, actor: type[Actor], *args: Any, name: str, capability: str, **kwargs: Any

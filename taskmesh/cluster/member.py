@@ -20,7 +20,7 @@ import socket
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from taskmesh.errors import ClusterError, ConfigError
+from taskmesh.errors import ClusterError, ConfigError, NameTaken
 
 from .compaction import Compactor
 from .election import Election, Fence
@@ -29,6 +29,7 @@ from .keys import ClusterKeys, validate_name
 from .membership import Load, MemberEvent, MemberInfo, Membership
 from .names import NameRecord, Names
 from .placement import Placement, Singleton
+from .registrar import Registrar, Registration
 from .routing import Route, RoutingTable, Strategy
 
 __all__ = ["ClusterMember", "ClusterSettings"]
@@ -49,7 +50,9 @@ class ClusterSettings:
     ``lease_ttl`` (seconds) bounds how long a dead node stays visible;
     ``load_interval`` is how often load is republished; ``etcd_timeout``
     bounds each etcd call; ``compaction_interval`` is how often the leader
-    compacts etcd history older than that interval (0: never).
+    compacts etcd history older than that interval (0: never);
+    ``claim_timeout`` is how long a registration waits for a lease (etcd
+    away, a lease lost on a swamped machine) before it fails.
     """
 
     etcd: str | Sequence[str]
@@ -63,6 +66,7 @@ class ClusterSettings:
     etcd_timeout: float = 2.0
     start_timeout: float = 15.0
     compaction_interval: float = 300.0
+    claim_timeout: float = 15.0
     user: str | None = None
     password: str | None = None
     ca_cert: str | None = None
@@ -74,7 +78,7 @@ class ClusterSettings:
             raise ConfigError("compaction_interval must be 0 (off) or positive")
         if self.lease_ttl < 2:
             raise ConfigError(f"lease_ttl must be at least 2 seconds, not {self.lease_ttl}")
-        for name in ("load_interval", "etcd_timeout", "start_timeout"):
+        for name in ("load_interval", "etcd_timeout", "start_timeout", "claim_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
 
@@ -140,6 +144,15 @@ class ClusterMember:
             membership=self.membership,
             start=singleton_start,
             stop=singleton_stop,
+        )
+        self.registrar = Registrar(
+            self.client,
+            self.lease,
+            self.keys,
+            self.names,
+            self.routing,
+            claim_timeout=settings.claim_timeout,
+            observer=observer,
         )
         self.compactor = Compactor(
             self.client,
@@ -215,20 +228,38 @@ class ClusterMember:
     ) -> NameRecord | None:
         """Register an actor: claim its name (if ``unique``) and publish its capabilities.
 
-        Raises `NameTaken` when another node holds the name, `LeaseLost`
-        while unregistered (etcd away).
+        Concurrent calls share etcd transactions. Without a valid lease it
+        waits up to ``claim_timeout`` for one. Raises `NameTaken` when
+        another node holds the name, `EtcdUnavailable` when etcd stayed
+        away (nothing is left registered).
         """
         where = address or self.settings.address
-        record = self.names.claim(name, where) if unique else None
-        caps = list(capabilities)
-        if caps:
-            try:
-                self.routing.publish(name, caps, where)
-            except ClusterError:
-                if record is not None:
-                    self.names.release(name)
-                raise
-        return record
+        return self.registrar.register(Registration(name, tuple(capabilities), where, unique))
+
+    def register_many(
+        self,
+        names: Sequence[str],
+        *,
+        capabilities: Iterable[str] = (),
+        address: str | None = None,
+    ) -> list[NameRecord]:
+        """Register many actors with the same capabilities: all or none.
+
+        One etcd transaction per 64 names. Raises `NameTaken` naming every
+        name another node holds, after withdrawing the ones it claimed; a
+        later `register_actor` of a name registered here costs no round trip.
+        """
+        where = address or self.settings.address
+        caps = tuple(capabilities)
+        outcomes = self.registrar.register_many([Registration(n, caps, where) for n in names])
+        taken = [n for n, o in zip(names, outcomes, strict=True) if isinstance(o, NameTaken)]
+        if taken:
+            for name, outcome in zip(names, outcomes, strict=True):
+                if not isinstance(outcome, NameTaken):
+                    self.unregister_actor(name)
+            shown = ", ".join(repr(n) for n in taken[:5]) + (" ..." if len(taken) > 5 else "")
+            raise NameTaken(f"{len(taken)} of {len(names)} names are held by other nodes: {shown}")
+        return [o for o in outcomes if isinstance(o, NameRecord)]
 
     def unregister_actor(self, name: str) -> None:
         """Withdraw an actor's routes and release its name."""

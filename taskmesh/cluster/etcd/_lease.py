@@ -59,6 +59,11 @@ class LeaseKeeper:
         self._clock = clock
         self._acquired_hooks: list[LeaseHook] = []
         self._lost_hooks: list[LeaseHook] = []
+        self._renewed_hooks: list[LeaseHook] = []
+        self._last_ok = 0.0
+        self.longest_gap = 0.0
+        """The longest time so far between two keep-alives etcd accepted (seconds):
+        how close this process came to losing its lease (a starved thread, a slow etcd)."""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._lease: int | None = None
@@ -73,6 +78,11 @@ class LeaseKeeper:
     def on_acquired(self, hook: LeaseHook) -> None:
         """Call ``hook(lease_id)`` for every new lease, on the keeper thread."""
         self._acquired_hooks.append(hook)
+
+    def on_renewed(self, hook: LeaseHook) -> None:
+        """Call ``hook(lease_id)`` after each keep-alive etcd accepted, on the keeper
+        thread; it must be quick (it delays the next keep-alive)."""
+        self._renewed_hooks.append(hook)
 
     def on_lost(self, hook: LeaseHook) -> None:
         """Call ``hook(lease_id)`` as soon as a lease is known or presumed lost."""
@@ -163,6 +173,7 @@ class LeaseKeeper:
         with self._lock:
             self._lease, self._published = lease, False
             self._deadline = sent + self.ttl
+        self._last_ok = sent
         _log.info("etcd lease %x granted (ttl %ds)", lease, self.ttl)
         return self._publish(lease)
 
@@ -170,6 +181,9 @@ class LeaseKeeper:
         try:
             for hook in list(self._acquired_hooks):
                 hook(lease)
+                # Long re-registrations must not starve the lease they use.
+                if self._clock() - self._last_ok >= self.ttl / 3:
+                    self._keepalive(lease)
         except ClusterError as exc:
             _log.info("re-registering under lease %x failed, retrying: %s", lease, exc)
             return self._check_deadline(lease)
@@ -179,10 +193,20 @@ class LeaseKeeper:
         self._revoke_stale()
         return self.ttl / 3
 
-    def _refresh(self, lease: int) -> float:
+    def _keepalive(self, lease: int) -> int:
+        """Send one keep-alive; returns the TTL etcd granted (0: the lease expired)."""
         sent = self._clock()
+        ttl = self._client.refresh(lease, patience=0.0)
+        if ttl > 0:
+            with self._lock:
+                self._deadline = sent + ttl
+            self.longest_gap = max(self.longest_gap, sent - self._last_ok)
+            self._last_ok = sent
+        return ttl
+
+    def _refresh(self, lease: int) -> float:
         try:
-            ttl = self._client.refresh(lease, patience=0.0)
+            ttl = self._keepalive(lease)
         except ClusterError as exc:
             _log.debug("lease refresh failed: %s", exc)
             return self._check_deadline(lease)
@@ -190,9 +214,12 @@ class LeaseKeeper:
             _log.warning("etcd lease %x expired", lease)
             self._lose(lease)
             return 0.0
-        with self._lock:
-            self._deadline = sent + ttl
         self._revoke_stale()
+        for hook in list(self._renewed_hooks):
+            try:
+                hook(lease)
+            except Exception:
+                _log.exception("lease-renewed hook failed")
         return max(0.1, min(self.ttl, ttl) / 3)
 
     def _check_deadline(self, lease: int) -> float:
