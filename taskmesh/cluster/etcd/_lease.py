@@ -200,7 +200,14 @@ class LeaseKeeper:
         if ttl > 0:
             with self._lock:
                 self._deadline = sent + ttl
-            self.longest_gap = max(self.longest_gap, sent - self._last_ok)
+            gap = sent - self._last_ok
+            if gap > self.ttl * 2 / 3:
+                _log.warning(
+                    "etcd lease %x kept alive %.1fs after the last keep-alive (ttl %ds): "
+                    "this process or etcd is starved of CPU",
+                    lease, gap, self.ttl,
+                )  # fmt: skip
+            self.longest_gap = max(self.longest_gap, gap)
             self._last_ok = sent
         return ttl
 
