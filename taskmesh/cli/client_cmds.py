@@ -199,9 +199,9 @@ def top(
 
 
 def render_top(client: Client, previous: dict[str, tuple[float, int]]) -> str:
-    """One frame of ``taskmesh top``; ``previous`` keeps message counts
-    between frames to compute rates."""
-    now = time.monotonic()
+    """One frame of ``taskmesh top``. Each node publishes its own message rate
+    (only when it changes meaningfully); ``previous`` is kept for callers that
+    pass it between frames."""
     leader = client.leader()
     names = client.actors()
     per_node: dict[str, int] = {}
@@ -209,16 +209,13 @@ def render_top(client: Client, previous: dict[str, tuple[float, int]]) -> str:
         per_node[node] = per_node.get(node, 0) + 1
     rows = []
     for m in sorted(client.members().values(), key=lambda m: m.node):
-        handled = m.load.messages
-        before = previous.get(m.node)
-        rate = (handled - before[1]) / (now - before[0]) if before and now > before[0] else 0.0
-        previous[m.node] = (now, handled)
+        previous[m.node] = (time.monotonic(), m.load.messages)
         rows.append(
             {
                 "node": ("* " if m.node == leader else "  ") + m.node,
                 "address": m.address,
                 "actors": per_node.get(m.node, 0),
-                "msg/s": f"{max(rate, 0.0):.0f}",
+                "msg/s": f"{m.load.rate:.0f}",
                 "mailbox": m.load.mailbox,
                 "cpu%": f"{m.load.cpu:.0f}",
                 "mem%": f"{m.load.memory:.0f}",

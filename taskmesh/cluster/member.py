@@ -18,7 +18,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from taskmesh.errors import ClusterError, ConfigError, NameTaken
 
@@ -26,6 +26,7 @@ from .compaction import Compactor
 from .election import Election, Fence
 from .etcd import EtcdClient, LeaseKeeper
 from .keys import ClusterKeys, validate_name
+from .load import LoadBoard
 from .membership import Load, MemberEvent, MemberInfo, Membership
 from .names import NameRecord, Names
 from .placement import Placement, Singleton
@@ -48,7 +49,9 @@ class ClusterSettings:
     """How a node joins the cluster. Built by the CLI; never read from the environment.
 
     ``lease_ttl`` (seconds) bounds how long a dead node stays visible;
-    ``load_interval`` is how often load is republished; ``etcd_timeout``
+    ``load_interval`` is how often load is sampled (and a reader's copy
+    refreshed), ``load_refresh`` how often it is published when it did not
+    change meaningfully; ``etcd_timeout``
     bounds each etcd call; ``compaction_interval`` is how often the leader
     compacts etcd history older than that interval (0: never);
     ``claim_timeout`` is how long a registration waits for a lease (etcd
@@ -63,6 +66,7 @@ class ClusterSettings:
     public_key: str | None = None
     lease_ttl: int = 3
     load_interval: float = 2.0
+    load_refresh: float = 30.0
     etcd_timeout: float = 2.0
     start_timeout: float = 15.0
     compaction_interval: float = 300.0
@@ -78,7 +82,13 @@ class ClusterSettings:
             raise ConfigError("compaction_interval must be 0 (off) or positive")
         if self.lease_ttl < 2:
             raise ConfigError(f"lease_ttl must be at least 2 seconds, not {self.lease_ttl}")
-        for name in ("load_interval", "etcd_timeout", "start_timeout", "claim_timeout"):
+        for name in (
+            "load_interval",
+            "load_refresh",
+            "etcd_timeout",
+            "start_timeout",
+            "claim_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
 
@@ -126,9 +136,17 @@ class ClusterMember:
             address=settings.address,
             capabilities=settings.capabilities,
             public_key=settings.public_key,
+        )
+        self.loads = LoadBoard(
+            self.client,
+            self.lease,
+            self.keys,
+            self.node,
+            interval=settings.load_interval,
+            refresh=settings.load_refresh,
             mailbox_total=mailbox_total,
             messages_total=messages_total,
-            load_interval=settings.load_interval,
+            publisher=not observer,
         )
         self.names = Names(self.client, self.lease, self.keys, self.node)
         self.routing = RoutingTable(
@@ -144,6 +162,7 @@ class ClusterMember:
             membership=self.membership,
             start=singleton_start,
             stop=singleton_stop,
+            load_of=self._load_of,
         )
         self.registrar = Registrar(
             self.client,
@@ -172,8 +191,7 @@ class ClusterMember:
             _log.info("withdrawing routes of lost name %r failed: %s", name, exc)
 
     def _load_of(self, node: str) -> Load | None:
-        member = self.membership.get(node)
-        return member.load if member else None
+        return self.loads.get(node)
 
     # --- lifecycle --------------------------------------------------------
 
@@ -192,6 +210,7 @@ class ClusterMember:
                 self.lease.wait_acquired(timeout)
             self.placement.start(timeout=timeout)
             self.compactor.start()
+            self.loads.start()
         except BaseException:
             self.stop()
             raise
@@ -201,6 +220,7 @@ class ClusterMember:
 
     def stop(self, *, deregister: bool = True) -> None:
         """Leave: stop singletons, revoke the lease (deleting our keys), stop watching."""
+        self.loads.stop()
         self.compactor.stop()
         self.placement.stop()
         self.election.stop()
@@ -299,8 +319,14 @@ class ClusterMember:
     # --- cluster view -----------------------------------------------------
 
     def members(self) -> dict[str, MemberInfo]:
-        """Live members by node id (from cache)."""
-        return self.membership.members()
+        """Live members by node id (from cache), with their load as last read.
+
+        The first call reads the loads from etcd; later calls refresh a copy
+        older than ``load_interval`` in the background.
+        """
+        members = self.membership.members()
+        loads = self.loads.all(wait=self.loads.never_read)
+        return {n: replace(m, load=loads.get(n, m.load)) for n, m in members.items()}
 
     def on_member_event(self, listener: Callable[[MemberEvent], None]) -> None:
         """Call ``listener`` on joins, leaves and updates (on the members watch thread)."""

@@ -1,9 +1,10 @@
 """Membership: who is in the cluster, fed by a watch on ``members/``.
 
-Each node writes its `MemberInfo` at ``members/<node>`` under its own lease
-and refreshes its load periodically; when the node dies its lease expires
-and the key goes, which every other node sees as a leave. Each node keeps a
-local view of all members, so reading it costs no etcd round trip.
+Each node writes its `MemberInfo` at ``members/<node>`` under its own lease,
+once per lease: at rest nothing is rewritten, so nothing wakes the other
+nodes (load lives apart, in `LoadBoard`). When the node dies its lease
+expires and the key goes, which every other node sees as a leave. Each node
+keeps a local view of all members, so reading it costs no etcd round trip.
 """
 
 from __future__ import annotations
@@ -14,12 +15,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
-
-import psutil
-
-from taskmesh.errors import ClusterError
 
 from .etcd import EtcdClient, KeyValue, LeaseKeeper, PrefixWatch, WatchEvent
 from .keys import ClusterKeys, decode, encode, validate_name
@@ -32,13 +29,13 @@ _log = logging.getLogger("taskmesh.cluster.membership")
 @dataclass(frozen=True, slots=True)
 class Load:
     """A node's published load: system CPU and memory in percent, queued
-    messages, and messages received so far (``taskmesh top`` turns it into
-    a rate)."""
+    messages, messages received so far, and their rate per second."""
 
     cpu: float = 0.0
     memory: float = 0.0
     mailbox: int = 0
     messages: int = 0
+    rate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +62,6 @@ class MemberInfo:
                 "started": self.started,
                 "capabilities": sorted(self.capabilities),
                 "public_key": self.public_key,
-                "load": {
-                    "cpu": self.load.cpu,
-                    "memory": self.load.memory,
-                    "mailbox": self.load.mailbox,
-                    "messages": self.load.messages,
-                },
             }
         )
 
@@ -110,9 +101,8 @@ MemberListener = Callable[[MemberEvent], None]
 class Membership:
     """This node's registration plus the watch-fed view of every member.
 
-    ``mailbox_total`` is called (on the load thread) to read the node's
-    queued-message total. Listeners added with `subscribe` run on the watch
-    thread (``taskmesh-watch:members``), one event at a time, in order.
+    Listeners added with `subscribe` run on the watch thread
+    (``taskmesh-watch:members``), one event at a time, in order.
     """
 
     def __init__(
@@ -125,9 +115,6 @@ class Membership:
         address: str,
         capabilities: frozenset[str] = frozenset(),
         public_key: str | None = None,
-        mailbox_total: Callable[[], int] | None = None,
-        messages_total: Callable[[], int] | None = None,
-        load_interval: float = 2.0,
     ) -> None:
         self._client = client
         self._keeper = keeper
@@ -144,14 +131,9 @@ class Membership:
             capabilities=frozenset(capabilities),
             public_key=public_key,
         )
-        self._mailbox_total = mailbox_total
-        self._messages_total = messages_total
-        self._load_interval = load_interval
         self._lock = threading.Lock()
         self._view: dict[str, MemberInfo] = {}
         self._listeners: list[MemberListener] = []
-        self._stop = threading.Event()
-        self._loader: threading.Thread | None = None
         self._watch = PrefixWatch(
             client,
             keys.members,
@@ -185,46 +167,21 @@ class Membership:
     # --- lifecycle --------------------------------------------------------
 
     def start(self, *, timeout: float = 10.0) -> None:
-        """Start the watch (waits for its first snapshot) and the load refresher."""
+        """Start the watch (waits for its first snapshot)."""
         self._watch.start(wait=timeout)
-        self._stop.clear()
-        self._loader = threading.Thread(target=self._load_loop, name="taskmesh-load", daemon=True)
-        self._loader.start()
 
     def stop(self) -> None:
-        """Stop refreshing and watching. The key goes with the lease (see `LeaseKeeper.stop`)."""
-        self._stop.set()
-        if self._loader is not None:
-            self._loader.join()
-            self._loader = None
+        """Stop watching. The key goes with the lease (see `LeaseKeeper.stop`)."""
         self._watch.stop()
 
     def deregister(self) -> None:
         """Delete this node's member key now (a graceful leave)."""
         self._client.delete(self._keys.member(self.node))
 
-    # --- registration (lease thread, load thread) --------------------------------
+    # --- registration (lease thread) ---------------------------------------------
 
     def _register(self, lease: int) -> None:
         self._client.put(self._keys.member(self.node), self._me.to_bytes(), lease=lease)
-
-    def _load_loop(self) -> None:
-        psutil.cpu_percent(interval=None)  # the first reading is meaningless
-        while not self._stop.wait(self._load_interval):
-            lease = self._keeper.lease_id
-            if lease is None:
-                continue
-            load = Load(
-                cpu=float(psutil.cpu_percent(interval=None)),
-                memory=float(psutil.virtual_memory().percent),
-                mailbox=_probe(self._mailbox_total, "mailbox_total"),
-                messages=_probe(self._messages_total, "messages_total"),
-            )
-            self._me = replace(self._me, load=load)
-            try:
-                self._register(lease)
-            except ClusterError as exc:
-                _log.debug("load refresh failed: %s", exc)
 
     # --- watch thread -----------------------------------------------------
 
@@ -263,14 +220,3 @@ class Membership:
                 listener(event)
             except Exception:
                 _log.exception("member listener failed")
-
-
-def _probe(read: Callable[[], int] | None, what: str) -> int:
-    """Call a load callback (load thread); 0 when absent or failing."""
-    if read is None:
-        return 0
-    try:
-        return int(read())
-    except Exception:
-        _log.exception("%s callback failed", what)
-        return 0
