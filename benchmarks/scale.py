@@ -11,7 +11,9 @@ seconds of rest:
   averaged over nodes, in percent of one core;
 - etcd requests/s: gRPC messages etcd received (every unary call and every
   stream message, keep-alives included: ``grpc_server_msg_received_total``);
-- watch events/s: events etcd sent to watchers (``etcd_debugging_mvcc_events_total``).
+- watch events/s: watch responses etcd sent (``grpc_server_msg_sent_total`` of
+  ``Watch``; a response carries the events of one revision, so one write
+  seen by N watchers counts N).
 
 The 3-node row is the baseline: the CPU column is also given as a ratio to
 it. ``--before DIR`` runs the same with the taskmesh source tree in DIR (an
@@ -49,14 +51,18 @@ class Row:
 
 
 def etcd_counters(etcd: EmbeddedEtcd) -> tuple[float, float]:
-    """(gRPC messages received, watch events sent) so far."""
+    """(gRPC messages received, watch responses sent) so far."""
     with urllib.request.urlopen(etcd.endpoint + "/metrics", timeout=10) as reply:
         body = reply.read().decode()
     received = sum(
         float(m.group(1))
         for m in re.finditer(r"^grpc_server_msg_received_total\{[^}]*\} (\S+)$", body, re.M)
     )
-    events = re.search(r"^etcd_debugging_mvcc_events_total (\S+)$", body, re.M)
+    events = re.search(
+        r'^grpc_server_msg_sent_total\{grpc_method="Watch",grpc_service="etcdserverpb.Watch"[^}]*\} (\S+)$',
+        body,
+        re.M,
+    )
     return received, float(events.group(1)) if events else 0.0
 
 

@@ -17,10 +17,11 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from taskmesh.errors import ClusterError, ConfigError, NameTaken
+from taskmesh.errors import ClusterError, ConfigError, EtcdUnavailable, NameTaken
 
 from .compaction import Compactor
 from .election import Election, Fence
@@ -117,6 +118,8 @@ class ClusterMember:
         self.observer = observer
         self.node = validate_name(settings.node, "node id")
         self.keys = ClusterKeys(settings.cluster)
+        self.incarnation = secrets.token_hex(8)
+        """This membership's token: names and the member record carry it."""
         self.client = EtcdClient(
             settings.etcd,
             timeout=settings.etcd_timeout,
@@ -136,6 +139,7 @@ class ClusterMember:
             address=settings.address,
             capabilities=settings.capabilities,
             public_key=settings.public_key,
+            incarnation=self.incarnation,
         )
         self.loads = LoadBoard(
             self.client,
@@ -148,7 +152,9 @@ class ClusterMember:
             messages_total=messages_total,
             publisher=not observer,
         )
-        self.names = Names(self.client, self.lease, self.keys, self.node)
+        self.names = Names(
+            self.client, self.lease, self.keys, self.node, incarnation=self.incarnation
+        )
         self.routing = RoutingTable(
             self.client, self.lease, self.keys, self.node, load_of=self._load_of
         )
@@ -181,6 +187,9 @@ class ClusterMember:
             interval=0.0 if observer else settings.compaction_interval,
         )
         self.names.on_lost(self._name_lost)
+        if not observer:  # keys deleted behind our back while the lease lives: put them back
+            for part in (self.membership, self.names, self.routing):
+                part.on_missing = self.lease.republish
         self._started = False
 
     def _name_lost(self, name: str) -> None:
@@ -207,7 +216,7 @@ class ClusterMember:
                 part.start(timeout=timeout)
             if not self.observer:
                 self.lease.start()
-                self.lease.wait_acquired(timeout)
+                self._wait_registered(timeout)
             self.placement.start(timeout=timeout)
             self.compactor.start()
             self.loads.start()
@@ -217,6 +226,20 @@ class ClusterMember:
         self._started = True
         _log.info("node %s joined cluster %s", self.node, self.keys.cluster)
         return self
+
+    def _wait_registered(self, timeout: float) -> None:
+        """Wait for the first lease and registration; fail at once if our node
+        name belongs to another live node."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                self.lease.wait_acquired(min(0.25, max(0.0, end - time.monotonic())))
+                return
+            except EtcdUnavailable:
+                if self.membership.conflict is not None:
+                    raise self.membership.conflict from None
+                if time.monotonic() >= end:
+                    raise
 
     def stop(self, *, deregister: bool = True) -> None:
         """Leave: stop singletons, revoke the lease (deleting our keys), stop watching."""
@@ -274,9 +297,9 @@ class ClusterMember:
         outcomes = self.registrar.register_many([Registration(n, caps, where) for n in names])
         taken = [n for n, o in zip(names, outcomes, strict=True) if isinstance(o, NameTaken)]
         if taken:
-            for name, outcome in zip(names, outcomes, strict=True):
-                if not isinstance(outcome, NameTaken):
-                    self.unregister_actor(name)
+            self.registrar.unregister_many(
+                [n for n, o in zip(names, outcomes, strict=True) if not isinstance(o, NameTaken)]
+            )
             shown = ", ".join(repr(n) for n in taken[:5]) + (" ..." if len(taken) > 5 else "")
             raise NameTaken(f"{len(taken)} of {len(names)} names are held by other nodes: {shown}")
         return [o for o in outcomes if isinstance(o, NameRecord)]

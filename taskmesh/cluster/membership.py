@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .etcd import EtcdClient, KeyValue, LeaseKeeper, PrefixWatch, WatchEvent
+from taskmesh.errors import ClusterError, NodeNameTaken
+
+from .etcd import Compare, EtcdClient, Get, KeyValue, LeaseKeeper, PrefixWatch, Put, WatchEvent
 from .keys import ClusterKeys, decode, encode, validate_name
 
 __all__ = ["Load", "MemberEvent", "MemberInfo", "Membership"]
@@ -51,6 +53,9 @@ class MemberInfo:
     public_key: str | None = None
     load: Load = field(default_factory=Load)
     lease: int = 0
+    incarnation: str = ""
+    """A token of this process's membership: tells this node from a later
+    process started under the same name."""
 
     def to_bytes(self) -> bytes:
         return encode(
@@ -62,6 +67,7 @@ class MemberInfo:
                 "started": self.started,
                 "capabilities": sorted(self.capabilities),
                 "public_key": self.public_key,
+                "incarnation": self.incarnation,
             }
         )
 
@@ -84,6 +90,7 @@ class MemberInfo:
                 int(load.get("messages", 0)),
             ),
             lease=kv.lease,
+            incarnation=str(raw.get("incarnation", "")),
         )
 
 
@@ -115,6 +122,7 @@ class Membership:
         address: str,
         capabilities: frozenset[str] = frozenset(),
         public_key: str | None = None,
+        incarnation: str = "",
     ) -> None:
         self._client = client
         self._keeper = keeper
@@ -130,7 +138,12 @@ class Membership:
             started=time.time(),
             capabilities=frozenset(capabilities),
             public_key=public_key,
+            incarnation=incarnation,
         )
+        self.on_missing: Callable[[], None] = lambda: None
+        """Called (watch thread) when this node's member record vanished from etcd."""
+        self.conflict: NodeNameTaken | None = None
+        """Set while another live node holds this node's name."""
         self._lock = threading.Lock()
         self._view: dict[str, MemberInfo] = {}
         self._listeners: list[MemberListener] = []
@@ -181,7 +194,42 @@ class Membership:
     # --- registration (lease thread) ---------------------------------------------
 
     def _register(self, lease: int) -> None:
-        self._client.put(self._keys.member(self.node), self._me.to_bytes(), lease=lease)
+        """Put the member record under ``lease``, unless another process holds the name.
+
+        Ours from an earlier lease (same incarnation) is moved to this one; a
+        record of another incarnation under a live lease is another node:
+        refused with `NodeNameTaken`, and retried until its lease is gone.
+        """
+        key = self._keys.member(self.node)
+        me = self._me.to_bytes()
+        for _ in range(10):
+            result = self._client.txn(
+                [Compare(key, "create", "==", 0)], [Put(key, me, lease)], [Get(key)]
+            )
+            if result.succeeded:
+                self.conflict = None
+                return
+            if not result.gets[0]:
+                continue  # gone between the compare and the read
+            held = result.gets[0][0]
+            other = MemberInfo.from_kv(held)
+            if other.incarnation != self._me.incarnation and held.lease != lease:
+                error = NodeNameTaken(
+                    f"node name {self.node!r} is in use by a live node "
+                    f"(pid {other.pid} on {other.host or '?'}, at {other.address or '?'}): "
+                    "pick another --name, or stop that node first"
+                )
+                if self.conflict is None:
+                    _log.error("%s", error)
+                self.conflict = error
+                raise error
+            moved = self._client.txn(
+                [Compare(key, "mod", "==", held.mod_revision)], [Put(key, me, lease)]
+            )
+            if moved.succeeded:
+                self.conflict = None
+                return
+        raise ClusterError(f"member record of {self.node!r} kept changing while registering")
 
     # --- watch thread -----------------------------------------------------
 
@@ -189,6 +237,8 @@ class Membership:
         fresh = {m.node: m for m in map(MemberInfo.from_kv, kvs) if m.node}
         with self._lock:
             old, self._view = self._view, fresh
+        if self.node not in fresh:
+            self.on_missing()
         for node, info in old.items():
             if node not in fresh:
                 self._emit(MemberEvent("leave", info))
@@ -205,6 +255,8 @@ class Membership:
                 gone = self._view.pop(node, None)
             if gone is not None:
                 self._emit(MemberEvent("leave", gone))
+            if node == self.node:
+                self.on_missing()
             return
         info = MemberInfo.from_kv(event.kv)
         if not info.node:

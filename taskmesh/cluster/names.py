@@ -46,14 +46,21 @@ class NameRecord:
     name: str
     node: str
     address: str
+    incarnation: str = ""
+    """The holder's membership token (see `MemberInfo.incarnation`)."""
 
     def to_bytes(self) -> bytes:
-        return encode({"node": self.node, "address": self.address})
+        return encode({"node": self.node, "address": self.address, "incarnation": self.incarnation})
 
     @classmethod
     def from_kv(cls, name: str, kv: KeyValue) -> NameRecord:
         raw = decode(kv.value)
-        return cls(name, str(raw.get("node", "")), str(raw.get("address", "")))
+        return cls(
+            name,
+            str(raw.get("node", "")),
+            str(raw.get("address", "")),
+            str(raw.get("incarnation", "")),
+        )
 
 
 class Names:
@@ -64,7 +71,16 @@ class Names:
     re-claim.
     """
 
-    def __init__(self, client: EtcdClient, keeper: LeaseKeeper, keys: ClusterKeys, node: str):
+    def __init__(
+        self,
+        client: EtcdClient,
+        keeper: LeaseKeeper,
+        keys: ClusterKeys,
+        node: str,
+        *,
+        incarnation: str = "",
+    ) -> None:
+        self.incarnation = incarnation
         self._client = client
         self._keeper = keeper
         self._keys = keys
@@ -73,6 +89,8 @@ class Names:
         self._cache: dict[str, NameRecord] = {}
         self._owned: dict[str, NameRecord] = {}
         self._lost_listeners: list[Callable[[str], None]] = []
+        self.on_missing: Callable[[], None] = lambda: None
+        """Called (watch thread) when a name this node holds vanished from etcd."""
         self._watch = PrefixWatch(
             client, keys.names, on_reset=self._reset, on_event=self._event, name="names"
         )
@@ -99,19 +117,19 @@ class Names:
         Raises `LeaseLost` while this node has no valid lease.
         """
         record, created = self._claim(name, address, self._keeper.require())
-        if not created and record.node != self.node:
+        if not created and not self.is_mine(record):
             raise NameTaken(f"name {name!r} is held by node {record.node!r}")
         return record
 
     def get_or_create(self, name: str, address: str) -> tuple[NameRecord, bool]:
         """Claim ``name`` unless someone holds it; returns (holder, claimed_by_us)."""
         record, created = self._claim(name, address, self._keeper.require())
-        return record, created or record.node == self.node
+        return record, created or self.is_mine(record)
 
     def get_or_create_under(self, name: str, address: str, lease: int) -> tuple[NameRecord, bool]:
         """`get_or_create` under a lease the caller already holds."""
         record, created = self._claim(name, address, lease)
-        return record, created or record.node == self.node
+        return record, created or self.is_mine(record)
 
     def release(self, name: str) -> bool:
         """Give up ``name`` if this node holds it; True if a key was deleted."""
@@ -164,7 +182,7 @@ class Names:
         for _ in range(3):
             if not fresh:
                 break
-            records = [NameRecord(items[i][0], self.node, items[i][1]) for i in fresh]
+            records = [self.record(items[i][0], items[i][1]) for i in fresh]
             keys = [self._keys.name(r.name) for r in records]
             result = self._client.txn(
                 [Compare(key, "create", "==", 0) for key in keys],
@@ -183,7 +201,15 @@ class Names:
         for i in sorted([*one_by_one, *fresh]):
             name, address = items[i]
             record, created = self._claim(name, address, lease)
-            results[i] = (record, created or record.node == self.node)
+            results[i] = (record, created or self.is_mine(record))
+
+    def record(self, name: str, address: str) -> NameRecord:
+        """The record this node writes for ``name`` at ``address``."""
+        return NameRecord(name, self.node, address, self.incarnation)
+
+    def is_mine(self, record: NameRecord) -> bool:
+        """Written by this process (not merely by a node of the same name)."""
+        return record.node == self.node and record.incarnation in (self.incarnation, "")
 
     def forget(self, name: str) -> None:
         """Stop holding ``name`` here without touching etcd (see `withdraw`)."""
@@ -211,7 +237,7 @@ class Names:
 
     def _try_claim(self, name: str, address: str, lease: int) -> tuple[NameRecord, bool] | None:
         key = self._keys.name(name)
-        mine = NameRecord(name, self.node, address)
+        mine = self.record(name, address)
         result = self._client.txn(
             [Compare(key, "create", "==", 0)],
             [Put(key, mine.to_bytes(), lease)],
@@ -224,7 +250,7 @@ class Names:
         if not held:  # deleted between compare and read: try again
             return None
         record = NameRecord.from_kv(name, held[0])
-        if record.node != self.node:
+        if not self.is_mine(record):
             return record, False
         # Ours already (a re-claim, or a new address): move it to this lease.
         moved = self._client.txn(
@@ -286,6 +312,9 @@ class Names:
             fresh[name] = NameRecord.from_kv(name, kv)
         with self._lock:
             self._cache = fresh
+            missing = any(name not in fresh for name in self._owned)
+        if missing:
+            self.on_missing()
 
     def _event(self, event: WatchEvent) -> None:
         name = ClusterKeys.tail(self._keys.names, event.kv.key)
@@ -294,3 +323,6 @@ class Names:
                 self._cache.pop(name, None)
             else:
                 self._cache[name] = NameRecord.from_kv(name, event.kv)
+            missing = event.kind == "delete" and name in self._owned
+        if missing:
+            self.on_missing()

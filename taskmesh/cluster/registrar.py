@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from taskmesh.errors import ClusterError, EtcdUnavailable, LeaseLost, NameTaken
 
 from .batching import GroupCommit
-from .etcd import Compare, EtcdClient, Get, LeaseKeeper, Put
+from .etcd import Compare, Delete, EtcdClient, Get, LeaseKeeper, Put
 from .keys import ClusterKeys
 from .names import NameRecord, Names
 from .routing import RoutingTable
@@ -113,14 +113,37 @@ class Registrar:
         ran first): nothing to write. A lost lease or name clears these records."""
         if self._keeper.lease_id is None:
             return False
-        if reg.unique and self._names.held(reg.name) != NameRecord(
-            reg.name, self._names.node, reg.address
-        ):
+        if reg.unique and self._names.held(reg.name) != self._names.record(reg.name, reg.address):
             return False
         published = self._routing.published(reg.name)
         if not reg.capabilities:
             return reg.unique and published is None
         return published == (frozenset(reg.capabilities), reg.address)
+
+    def unregister_many(self, names: Sequence[str]) -> None:
+        """Withdraw many actors' names and routes, one transaction per chunk;
+        a name that is no longer exactly ours is left alone."""
+        ops: list[tuple[Compare | None, Delete]] = []
+        for name in names:
+            record = self._names.held(name)
+            self._names.forget(name)
+            published = self._routing.published(name)
+            self._routing.forget(name)
+            if record is not None:
+                key = self._keys.name(name)
+                ops.append((Compare(key, "value", "==", record.to_bytes()), Delete(key)))
+            for cap in published[0] if published else ():
+                ops.append((None, Delete(self._keys.route(cap, self._names.node, name))))
+        for start in range(0, len(ops), _MAX_OPS):
+            chunk = ops[start : start + _MAX_OPS]
+            guards = [c for c, _ in chunk if c is not None]
+            if self._client.txn(guards, [d for _, d in chunk]).succeeded:
+                continue
+            for guard, delete in chunk:  # one was no longer ours: go one by one
+                if guard is None:
+                    self._client.delete(delete.key)
+                else:
+                    self._client.txn([guard], [delete])
 
     def _check_observer(self) -> None:
         if self._observer:
@@ -179,9 +202,7 @@ class Registrar:
             if not together:
                 break
             unique = [i for i in together if batch[i].unique]
-            records = [
-                NameRecord(batch[i].name, self._names.node, batch[i].address) for i in unique
-            ]
+            records = [self._names.record(batch[i].name, batch[i].address) for i in unique]
             keys = [self._keys.name(r.name) for r in records]
             items = [_item(batch[i]) for i in together]
             result = self._client.txn(
@@ -239,7 +260,7 @@ class Registrar:
             orphans = list(self._orphans.values())
         for reg in orphans:
             if reg.unique:
-                self._names.withdraw(NameRecord(reg.name, self._names.node, reg.address))
+                self._names.withdraw(self._names.record(reg.name, reg.address))
             for cap in reg.capabilities:
                 self._client.delete(self._keys.route(cap, self._names.node, reg.name))
             with self._lock:

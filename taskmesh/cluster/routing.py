@@ -104,6 +104,8 @@ class RoutingTable:
         self._counter = itertools.count()
         self._rings: dict[str, _Ring] = {}
         self._keeper = keeper
+        self.on_missing: Callable[[], None] = lambda: None
+        """Called (watch thread) when a route this node publishes vanished from etcd."""
         self._watch = PrefixWatch(
             client, keys.routes, on_reset=self._reset, on_event=self._event, name="routes"
         )
@@ -297,6 +299,17 @@ class RoutingTable:
         with self._lock:
             self._table = table
             self._rings.clear()
+            have = {
+                (r.actor, cap)
+                for cap, routes in table.items()
+                for r in routes
+                if r.node == self.node
+            }
+            missing = any(
+                (actor, cap) not in have for actor, (caps, _) in self._mine.items() for cap in caps
+            )
+        if missing:
+            self.on_missing()
 
     def _event(self, event: WatchEvent) -> None:
         parsed = self._parse(event.kv.key)
@@ -311,3 +324,7 @@ class RoutingTable:
                 address = str(decode(event.kv.value).get("address", ""))
                 held.add(Route(node, actor, address))
             self._rings.pop(cap, None)
+            mine = self._mine.get(actor) if node == self.node else None
+            missing = event.kind == "delete" and mine is not None and cap in mine[0]
+        if missing:
+            self.on_missing()

@@ -60,6 +60,7 @@ class LeaseKeeper:
         self._acquired_hooks: list[LeaseHook] = []
         self._lost_hooks: list[LeaseHook] = []
         self._renewed_hooks: list[LeaseHook] = []
+        self._failed_hooks = 0  # the lease whose hooks last failed (logged once)
         self._last_ok = 0.0
         self.longest_gap = 0.0
         """The longest time so far between two keep-alives etcd accepted (seconds):
@@ -70,6 +71,7 @@ class LeaseKeeper:
         self._published = False
         self._deadline = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stale: list[int] = []
 
@@ -106,6 +108,21 @@ class LeaseKeeper:
     def _valid_locked(self) -> bool:
         return self._lease is not None and self._published and self._clock() < self._deadline
 
+    def republish(self) -> None:
+        """Run the acquired hooks again under the current lease, soon (any thread).
+
+        For keys deleted behind this node's back while its lease lives: the
+        hooks put them back. A lease already lost is replaced as usual.
+        """
+        with self._lock:
+            if self._lease is None or not self._published:
+                return
+            self._published = False
+        _log.warning(
+            "etcd lease %x: some of this node's keys vanished; registering again", self._lease
+        )
+        self._wake.set()
+
     def wait_acquired(self, timeout: float) -> int:
         """Block until a lease is held and published; raise `EtcdUnavailable` on timeout."""
         end = time.monotonic() + timeout
@@ -131,6 +148,7 @@ class LeaseKeeper:
     def stop(self, *, revoke: bool = True) -> None:
         """Stop keeping the lease alive; revoke it (deleting its keys) by default."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -152,7 +170,8 @@ class LeaseKeeper:
             except Exception:
                 _log.exception("lease keeper step failed")
                 pause = self._retry
-            self._stop.wait(pause)
+            self._wake.wait(pause)
+            self._wake.clear()
 
     def _step(self) -> float:
         with self._lock:
@@ -185,7 +204,9 @@ class LeaseKeeper:
                 if self._clock() - self._last_ok >= self.ttl / 3:
                     self._keepalive(lease)
         except ClusterError as exc:
-            _log.info("re-registering under lease %x failed, retrying: %s", lease, exc)
+            log = _log.debug if self._failed_hooks == lease else _log.info
+            log("registering under lease %x failed, retrying: %s", lease, exc)
+            self._failed_hooks = lease
             return self._check_deadline(lease)
         with self._changed:
             self._published = True

@@ -33,7 +33,11 @@ def test_every_member_sees_joins_and_leaves(make_member: MemberFactory) -> None:
 
 def test_load_is_published_with_the_mailbox_total(make_member: MemberFactory) -> None:
     a = make_member("a", load_interval=0.2, mailbox_total=lambda: 7)
-    wait_until(lambda: a.members()["a"].load.mailbox == 7, 10, what="load published")
+    wait_until(
+        lambda: "a" in a.members() and a.members()["a"].load.mailbox == 7,
+        10,
+        what="load published",
+    )
 
 
 def test_a_killed_member_vanishes_with_its_names_and_routes_within_its_ttl(
