@@ -67,12 +67,13 @@ def etcd_counters(etcd: EmbeddedEtcd) -> tuple[float, float]:
 
 
 def start_node(source: Path, etcd: str, cluster: str, name: str) -> subprocess.Popen[str]:
+    # cwd is the source tree too: ``python -m`` puts it first on sys.path.
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMESH_")}
     env["PYTHONPATH"] = f"{source}{os.pathsep}{ROOT}"
     return subprocess.Popen(
         [sys.executable, "-m", "taskmesh", "node", "--etcd", etcd, "--cluster", cluster,
          "--name", name, "--app", "tests.faults.apps:counter", "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=source,
     )  # fmt: skip
 
 

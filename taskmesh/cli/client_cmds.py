@@ -14,11 +14,17 @@ from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.cli.app import (
     ClusterOpt,
     ConfigOpt,
+    EtcdCaOpt,
+    EtcdCertOpt,
+    EtcdKeyOpt,
     EtcdOpt,
+    EtcdPasswordOpt,
+    EtcdUserOpt,
     JsonOpt,
     KeysOpt,
     app,
     client_settings,
+    etcd_security,
     parse_json,
     table,
     to_json,
@@ -31,9 +37,16 @@ TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait fo
 
 @contextmanager
 def connected(
-    cluster: str | None, etcd: str | None, config: Any, keys: Any = None, timeout: float = 5.0
+    cluster: str | None,
+    etcd: str | None,
+    config: Any,
+    keys: Any = None,
+    timeout: float = 5.0,
+    security: dict[str, Any] | None = None,
 ) -> Iterator[Client]:
-    settings = client_settings(cluster=cluster, etcd=etcd, config=config, keys=keys)
+    settings = client_settings(
+        cluster=cluster, etcd=etcd, config=config, keys=keys, **(security or {})
+    )
     client = Client(
         etcd=settings.etcd,
         cluster=settings.cluster,
@@ -61,12 +74,23 @@ def tell(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
     keys: KeysOpt = None,
 ) -> None:
     """Send a message to an actor without waiting (at most once)."""
     validate_name(name)
     payload = parse_json(message)
-    with connected(cluster, etcd, config, keys) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        keys,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         if client.resolve(name) is None:
             raise ConfigError(f"no actor named {name!r} in cluster {client.cluster_name!r}")
         client.tell(name, payload)
@@ -84,12 +108,24 @@ def ask(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
     keys: KeysOpt = None,
 ) -> None:
     """Ask an actor and print its reply as JSON."""
     (validate_capability if capability else validate_name)(name)
     payload = parse_json(message)
-    with connected(cluster, etcd, config, keys, timeout=timeout) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        keys,
+        timeout=timeout,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         target = client.capability(name) if capability else client.ref(name)
         try:
             reply = target.ask(payload, timeout=timeout)
@@ -104,9 +140,19 @@ def members(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """List the cluster's live members."""
-    with connected(cluster, etcd, config) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         leader = client.leader()
         rows = [
             {
@@ -131,9 +177,19 @@ def actors(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """List the cluster-wide actor names and where they run."""
-    with connected(cluster, etcd, config) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         rows = [
             {"name": name, "node": node, "address": address}
             for name, (node, address) in sorted(client.actors().items())
@@ -147,9 +203,19 @@ def routes(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """List the capability routing table."""
-    with connected(cluster, etcd, config) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         rows = [
             {"capability": capability, "actor": r.actor, "node": r.node, "address": r.address}
             for capability, holders in sorted(client.routes().items())
@@ -166,9 +232,19 @@ def leader(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """Print the leading node's id."""
-    with connected(cluster, etcd, config) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         current = client.leader()
     if as_json:
         typer.echo(to_json({"leader": current}))
@@ -185,9 +261,19 @@ def top(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """A live view of nodes, actors and message rates."""
-    with connected(cluster, etcd, config) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         previous: dict[str, tuple[float, int]] = {}
         frame = 0
         while True:

@@ -22,7 +22,19 @@ from typing import Annotated, Any
 import typer
 from prometheus_client import CollectorRegistry
 
-from taskmesh.cli.app import ClusterOpt, ConfigOpt, EtcdOpt, KeysOpt, app
+from taskmesh.cli.app import (
+    ClusterOpt,
+    ConfigOpt,
+    EtcdCaOpt,
+    EtcdCertOpt,
+    EtcdKeyOpt,
+    EtcdOpt,
+    EtcdPasswordOpt,
+    EtcdUserOpt,
+    KeysOpt,
+    app,
+    etcd_security,
+)
 from taskmesh.cli.settings import Settings, load_settings
 from taskmesh.cli.signals import StopSignals
 from taskmesh.errors import ConfigError, TaskmeshError
@@ -70,6 +82,19 @@ def node_command(
     grace_period: Annotated[
         float | None, typer.Option(help="Seconds in-flight work may take on SIGTERM.")
     ] = None,
+    claim_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds a named spawn waits for etcd before it fails."),
+    ] = None,
+    compaction_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between the leader's compactions of etcd (0: off)."),
+    ] = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """Run a node: host actors, join the cluster (an embedded etcd without --etcd)."""
     flags: dict[str, Any] = {
@@ -86,6 +111,9 @@ def node_command(
         "data_dir": data_dir,
         "lease_ttl": lease_ttl,
         "grace_period": grace_period,
+        "claim_timeout": claim_timeout,
+        "compaction_interval": compaction_interval,
+        **etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
     }
     if etcd:
         flags["etcd"] = tuple(part.strip() for part in etcd.split(",") if part.strip())
@@ -122,6 +150,8 @@ def _serve(settings: Settings, apps: list[Callable[[Node], Any]], signals: StopS
         etcd_ca=settings.etcd_ca,
         etcd_cert=settings.etcd_cert,
         etcd_key=settings.etcd_key,
+        claim_timeout=settings.claim_timeout,
+        compaction_interval=settings.compaction_interval,
     )
     ops: OpsServer | None = None
     apps_done = False

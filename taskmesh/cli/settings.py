@@ -57,8 +57,12 @@ class Settings:
     mailbox_size: int = 10_000
     ask_timeout: float = 5.0
     max_message_size: int = 4 * 1024 * 1024
+    claim_timeout: float = 15.0
+    """Seconds a named spawn waits for a lease (etcd away) before it fails."""
+    compaction_interval: float = 300.0
+    """Seconds between the leader's compactions of etcd history (0: off)."""
     etcd_user: str | None = None
-    etcd_password: str | None = None
+    etcd_password: str | None = field(default=None, repr=False)
     etcd_ca: Path | None = None
     etcd_cert: Path | None = None
     etcd_key: Path | None = None
@@ -77,7 +81,13 @@ class Settings:
             raise ConfigError(f"metrics_port: {self.metrics_port} is not a port number")
         if self.log_format not in get_args(LogFormat):
             raise ConfigError(f"log_format: {self.log_format!r} must be 'text' or 'json'")
-        for name in ("lease_ttl", "grace_period", "ask_timeout"):
+        if self.compaction_interval < 0:
+            raise ConfigError("compaction_interval: must be >= 0 (0 turns it off)")
+        if (self.etcd_cert is None) != (self.etcd_key is None):
+            raise ConfigError("etcd_cert and etcd_key: give both or neither")
+        if self.etcd_password is not None and self.etcd_user is None:
+            raise ConfigError("etcd_password: needs etcd_user")
+        for name in ("lease_ttl", "grace_period", "ask_timeout", "claim_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         for name in ("mailbox_size", "max_message_size"):

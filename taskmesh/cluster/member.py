@@ -73,7 +73,7 @@ class ClusterSettings:
     compaction_interval: float = 300.0
     claim_timeout: float = 15.0
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     ca_cert: str | None = None
     cert_key: str | None = None
     cert_cert: str | None = None

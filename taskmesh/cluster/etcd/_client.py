@@ -370,7 +370,7 @@ def _endpoint(url: str, creds: Any, retry_after: float) -> Any:
         raise ConfigError(f"etcd endpoint {url!r} is not a URL like http://host:port")
     secure = parts.scheme == "https"
     if secure and creds is None:
-        raise ConfigError(f"etcd endpoint {url!r} uses https: pass ca_cert")
+        raise ConfigError(f"etcd endpoint {url!r} uses https: pass --etcd-ca (ca_cert)")
     return etcd3.Endpoint(
         parts.hostname,
         parts.port,
