@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,14 @@ from pathlib import Path
 
 from taskmesh.errors import ClusterError, ConfigError, EtcdUnavailable
 
-__all__ = ["EmbeddedEtcd", "Quorum", "die_with_parent", "find_etcd_binary", "start_quorum"]
+__all__ = [
+    "EmbeddedEtcd",
+    "EtcdTls",
+    "Quorum",
+    "die_with_parent",
+    "find_etcd_binary",
+    "start_quorum",
+]
 
 _log = logging.getLogger("taskmesh.cluster.embedded")
 
@@ -107,6 +115,35 @@ def die_with_parent(argv: Sequence[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class EtcdTls:
+    """TLS on an embedded etcd's client port, with client certificates required.
+
+    ``cert``/``key`` are the server's pair, ``ca`` signs the client
+    certificates etcd accepts, and ``client_cert``/``client_key`` are a
+    pair this process uses for its health checks.
+    """
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_cert: Path
+    client_key: Path
+
+    def args(self) -> list[str]:
+        return [
+            "--cert-file", str(self.cert),
+            "--key-file", str(self.key),
+            "--trusted-ca-file", str(self.ca),
+            "--client-cert-auth",
+        ]  # fmt: skip
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+
+@dataclass(frozen=True)
 class _Ports:
     client: int
     peer: int
@@ -144,7 +181,9 @@ class EmbeddedEtcd:
         host: str = "127.0.0.1",
         auto_compaction_retention: str = AUTO_COMPACTION_RETENTION,
         quota_backend_bytes: int = QUOTA_BACKEND_BYTES,
+        tls: EtcdTls | None = None,
     ) -> None:
+        self._tls = tls
         self._compaction = auto_compaction_retention
         self._quota = quota_backend_bytes
         self._binary = find_etcd_binary(binary)
@@ -162,10 +201,11 @@ class EmbeddedEtcd:
 
     @property
     def endpoint(self) -> str:
-        """The client URL, ``http://HOST:PORT``."""
+        """The client URL, ``http://HOST:PORT`` (``https://`` with TLS)."""
         if self._ports.client == 0:
             raise ClusterError("embedded etcd has no port before start()")
-        return f"http://{self._host}:{self._ports.client}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._host}:{self._ports.client}"
 
     @property
     def peer_url(self) -> str:
@@ -237,6 +277,7 @@ class EmbeddedEtcd:
             "--auto-compaction-mode", "periodic",
             "--auto-compaction-retention", self._compaction,
             "--quota-backend-bytes", str(self._quota),
+            *(self._tls.args() if self._tls is not None else ()),
             *self._extra_args,
         ]  # fmt: skip
         # Early failures (bad flags, a panic) bypass the log file: keep stderr too.
@@ -253,11 +294,12 @@ class EmbeddedEtcd:
         """Block until ``/health`` answers true, or raise after ``timeout``."""
         deadline = time.monotonic() + timeout
         url = self.endpoint + "/health"
+        context = self._tls.context() if self._tls is not None else None
         while True:
             if self._proc is None or self._proc.poll() is not None:
                 raise _Exited(self._log_tail())
             try:
-                with urllib.request.urlopen(url, timeout=1.0) as reply:
+                with urllib.request.urlopen(url, timeout=1.0, context=context) as reply:
                     if b'"health":"true"' in reply.read():
                         return
             except (urllib.error.URLError, OSError):

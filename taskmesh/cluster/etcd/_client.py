@@ -164,6 +164,8 @@ class EtcdClient:
             raise ConfigError("etcd needs at least one endpoint")
         self.endpoints = urls
         self.timeout = timeout
+        self._user = user
+        self._password = password
         creds = None
         if ca_cert is not None:
             creds = etcd3.MultiEndpointEtcd3Client.get_secure_creds(ca_cert, cert_key, cert_cert)
@@ -175,12 +177,14 @@ class EtcdClient:
         self._closed = False
         self.error_count = 0
         """Failed etcd calls so far (each failed try counts); for metrics."""
+        if (user is None) != (password is None):
+            raise ConfigError("etcd authentication needs both a user and a password")
         try:
             self._client = etcd3.MultiEndpointEtcd3Client(
                 endpoints=eps, timeout=timeout, user=user, password=password, failover=True
             )
         except grpc.RpcError as exc:
-            raise _translate(exc) or ClusterError(str(exc)) from exc
+            raise self._explain(exc) or ClusterError(str(exc)) from None
 
     # --- plumbing -------------------------------------------------------------
 
@@ -199,7 +203,10 @@ class EtcdClient:
             try:
                 return fn(self._client)
             except Exception as exc:
-                err = _translate(exc)
+                if self._user is not None and "invalid auth token" in str(exc) and attempt < 3:
+                    self._authenticate()  # etcd restarted, or another member: tokens are per member
+                    continue
+                err = self._explain(exc)
                 if err is None:
                     raise
                 self.error_count += 1
@@ -212,6 +219,45 @@ class EtcdClient:
                 if attempt >= len(self.endpoints):
                     time.sleep(0.05)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _authenticate(self) -> None:
+        """Get a new auth token (simple tokens live in one etcd member's memory)."""
+        c = self._client
+        try:
+            resp = c.authstub.Authenticate(
+                etcd3.etcdrpc.AuthenticateRequest(name=self._user, password=self._password),
+                self.timeout,
+            )
+        except grpc.RpcError as exc:
+            _log.debug("re-authenticating with etcd failed: %s", exc.__class__.__name__)
+            return
+        c.metadata = (("token", resp.token),)
+        c.call_credentials = grpc.metadata_call_credentials(
+            etcd3.client.EtcdTokenCallCredentials(resp.token)
+        )
+
+    def _explain(self, exc: BaseException) -> ClusterError | None:
+        """`_translate`, with a clear word for refused credentials and TLS failures."""
+        err = _translate(exc)
+        text = str(err) if err is not None else ""
+        if "authentication failed" in text:
+            return ClusterError(
+                f"etcd refused the credentials of user {self._user!r}: wrong user name or password"
+            )
+        if "permission denied" in text:
+            return ClusterError(
+                f"etcd user {self._user!r} is not allowed to do this (permission denied): "
+                "grant its role readwrite on the cluster's prefix /taskmesh/<cluster>/"
+            )
+        if "user name is empty" in text or "user name not found" in text:
+            return ClusterError("etcd has authentication on: pass --etcd-user and --etcd-password")
+        lowered = text.lower()
+        if any(word in lowered for word in ("handshake", "certificate", "ssl_error", "tls")):
+            return ClusterError(
+                "TLS with etcd failed (check --etcd-ca, --etcd-cert and --etcd-key): "
+                + text.removeprefix("etcd unreachable: ")
+            )
+        return err
 
     def report_failure(self) -> None:
         """Mark the endpoint in use as failed so the next call tries another one."""
@@ -327,9 +373,10 @@ class EtcdClient:
 
         return self._call(run)
 
-    def revision(self) -> int:
-        """The current store revision."""
-        resp = self._call(lambda c: c.get_response("\0"))
+    def revision(self, key: str = "\0") -> int:
+        """The current store revision (read with a get of ``key``: with etcd's
+        authentication on, pass a key the user may read)."""
+        resp = self._call(lambda c: c.get_response(key))
         return int(resp.header.revision)
 
     # --- leases ---------------------------------------------------------------
