@@ -47,6 +47,8 @@ class Client:
         etcd_ca: str | Path | None = None,
         etcd_cert: str | Path | None = None,
         etcd_key: str | Path | None = None,
+        heartbeat_interval: float = 0.2,
+        suspect_after: float = 0.9,
     ) -> None:
         from taskmesh.node import load_keys
 
@@ -77,6 +79,8 @@ class Client:
             dead_letter=self.dead_letters.record,
             keys=self._keys,
             max_message_size=max_message_size,
+            heartbeat_interval=heartbeat_interval,
+            suspect_after=suspect_after,
         )
         self._peers = Peers(self._view, self.transport, curve=self._keys is not None)
         self._started = False

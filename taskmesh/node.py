@@ -46,6 +46,11 @@ class Node:
     ``listen`` is the ZeroMQ address (port 0 picks a free one);
     ``capabilities`` are node-level labels; ``keys`` a directory with a
     CURVE key pair (``node.key_secret``) and ``authorized/`` public keys.
+    ``advertise`` is the address published for peers when it differs from
+    the bound one (a proxy, NAT, a Kubernetes service). ``heartbeat_interval``
+    and ``suspect_after`` time the suspicion of silent peers; ``claim_timeout``
+    bounds a named spawn's wait for etcd; ``compaction_interval`` the
+    leader's compaction of etcd history.
     """
 
     def __init__(
@@ -73,6 +78,9 @@ class Node:
         etcd_key: str | Path | None = None,
         claim_timeout: float = 15.0,
         compaction_interval: float = 300.0,
+        heartbeat_interval: float = 0.2,
+        suspect_after: float = 0.9,
+        advertise: str | None = None,
     ) -> None:
         self.cluster_name = cluster
         self.node_id = validate_name(name, what="node name") if name else default_node_id()
@@ -87,6 +95,7 @@ class Node:
         self._grace_period = grace_period
         self._etcd_auth = (etcd_user, etcd_password, etcd_ca, etcd_cert, etcd_key)
         self._claim_timeout = claim_timeout
+        self._advertise = advertise
         self._compaction_interval = compaction_interval
         self.ask_timeout = ask_timeout
         self.ask_latency = LatencyHistogram()
@@ -106,6 +115,8 @@ class Node:
             dead_letter=self.dead_letters.record,
             keys=self._keys,
             max_message_size=max_message_size,
+            heartbeat_interval=heartbeat_interval,
+            suspect_after=suspect_after,
         )
         self.embedded_etcd: EmbeddedEtcd | None = None
         self.member: ClusterMember | None = None
@@ -137,7 +148,7 @@ class Node:
                     etcd=self._etcd_endpoints,
                     cluster=self.cluster_name,
                     node=self.node_id,
-                    address=self.transport.address,
+                    address=self._advertise or self.transport.address,
                     capabilities=self.capabilities,
                     public_key=self._keys.public_key.decode() if self._keys else None,
                     lease_ttl=max(2, round(self._lease_ttl)),
@@ -164,8 +175,8 @@ class Node:
 
     @property
     def address(self) -> str:
-        """The transport address peers dial."""
-        return self.transport.address
+        """The transport address peers dial (``advertise``, when given)."""
+        return self._advertise or self.transport.address
 
     @property
     def etcd_endpoints(self) -> list[str]:
@@ -254,9 +265,7 @@ class Node:
         local = set(self.system.names()) & set(wanted)
         if local:
             raise NameTaken(f"names taken by live actors here: {sorted(local)[:5]}")
-        self.member.register_many(
-            wanted, capabilities=actor.capabilities, address=self.transport.address
-        )
+        self.member.register_many(wanted, capabilities=actor.capabilities)
         return [self.spawn(actor, *args, name=n, **kwargs) for n in wanted]
 
     def singleton(

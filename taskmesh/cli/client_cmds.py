@@ -59,6 +59,8 @@ def connected(
         etcd_ca=settings.etcd_ca,
         etcd_cert=settings.etcd_cert,
         etcd_key=settings.etcd_key,
+        heartbeat_interval=settings.heartbeat_interval,
+        suspect_after=settings.suspect_after,
     )
     client.start()
     try:

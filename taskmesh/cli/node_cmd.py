@@ -82,6 +82,18 @@ def node_command(
     grace_period: Annotated[
         float | None, typer.Option(help="Seconds in-flight work may take on SIGTERM.")
     ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Timing profile: default, or edge for slow, flaky links.")
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None, typer.Option(help="Seconds between heartbeats to each peer.")
+    ] = None,
+    suspect_after: Annotated[
+        float | None, typer.Option(help="Seconds of peer silence before routing around it.")
+    ] = None,
+    advertise: Annotated[
+        str | None, typer.Option(help="Address published for peers (tcp://HOST:PORT).")
+    ] = None,
     claim_timeout: Annotated[
         float | None,
         typer.Option(help="Seconds a named spawn waits for etcd before it fails."),
@@ -111,6 +123,10 @@ def node_command(
         "data_dir": data_dir,
         "lease_ttl": lease_ttl,
         "grace_period": grace_period,
+        "profile": profile,
+        "heartbeat_interval": heartbeat_interval,
+        "suspect_after": suspect_after,
+        "advertise": advertise,
         "claim_timeout": claim_timeout,
         "compaction_interval": compaction_interval,
         **etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
@@ -152,6 +168,9 @@ def _serve(settings: Settings, apps: list[Callable[[Node], Any]], signals: StopS
         etcd_key=settings.etcd_key,
         claim_timeout=settings.claim_timeout,
         compaction_interval=settings.compaction_interval,
+        heartbeat_interval=settings.heartbeat_interval,
+        suspect_after=settings.suspect_after,
+        advertise=settings.advertise,
     )
     ops: OpsServer | None = None
     apps_done = False
