@@ -258,15 +258,25 @@ class Node:
         """Start one ``actor`` per name, claiming the names in batches (one etcd
         transaction per 64 instead of one per name). The names are claimed all
         or none: :class:`NameTaken` (naming the held ones) leaves none
-        claimed and starts nothing. ``args``/``kwargs`` go to each spawn."""
+        claimed and starts nothing. ``args``/``kwargs`` go to each spawn; if
+        one fails, the actors already started stay and the names not yet
+        used are released."""
         if self.member is None or self._state != "running":
             raise ConfigError("spawn_many needs a running node: call start() first")
         wanted = [validate_name(n) for n in names]
         local = set(self.system.names()) & set(wanted)
         if local:
             raise NameTaken(f"names taken by live actors here: {sorted(local)[:5]}")
-        self.member.register_many(wanted, capabilities=actor.capabilities)
-        return [self.spawn(actor, *args, name=n, **kwargs) for n in wanted]
+        member = self.member
+        member.register_many(wanted, capabilities=actor.capabilities)
+        refs: list[ActorRef] = []
+        try:
+            for name in wanted:
+                refs.append(self.spawn(actor, *args, name=name, **kwargs))
+        except BaseException:
+            member.registrar.unregister_many(wanted[len(refs) + 1 :])  # claimed, never started
+            raise
+        return refs
 
     def singleton(
         self, actor: type[Actor], *args: Any, name: str, capability: str, **kwargs: Any

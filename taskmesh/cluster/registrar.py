@@ -110,7 +110,8 @@ class Registrar:
 
     def _already(self, reg: Registration) -> bool:
         """Registered just so by this node under its valid lease (`register_many`
-        ran first): nothing to write. A lost lease or name clears these records."""
+        ran first): nothing to write. Re-claims keep these records true after
+        a new lease; a name lost to another node leaves them."""
         if self._keeper.lease_id is None:
             return False
         if reg.unique and self._names.held(reg.name) != self._names.record(reg.name, reg.address):
