@@ -142,9 +142,10 @@ def main() -> None:
             rows.append(row)
     print()
     print(
-        "| code | nodes | CPU per node at rest | vs 3 nodes | etcd requests/s | per node | watch events/s |"
+        "| code | nodes | CPU per node at rest | vs 3 nodes | etcd requests/s | per node "
+        "| watch events/s | nodes that failed to start |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         base = next((r.cpu for r in rows if r.source == row.source and r.nodes == sizes[0]), 0)
         ratio = f"{row.cpu / base:.2f}x" if base else "-"
