@@ -147,6 +147,11 @@ class LeaseKeeper:
 
     def stop(self, *, revoke: bool = True) -> None:
         """Stop keeping the lease alive; revoke it (deleting its keys) by default."""
+        if self._thread is not None:
+            _log.info(
+                "longest time between two accepted keep-alives: %.2fs (ttl %ds)",
+                self.longest_gap, self.ttl,
+            )  # fmt: skip
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
