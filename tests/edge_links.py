@@ -93,6 +93,7 @@ class EdgeCluster:
             suspect_after=self.timing["suspect_after"],
         )
         self.client.transport.subscribe(self._on_peer)
+        self.ask_for(0.0, Traffic(), asks=2 * len(self.nodes))  # connect to every holder first
         return self
 
     def _on_peer(self, address: str, state: str) -> None:
@@ -106,13 +107,15 @@ class EdgeCluster:
             1 for node in self.nodes.values() for line in node.stderr if "elected leader" in line
         )
 
-    def ask_for(self, seconds: float, traffic: Traffic) -> None:
-        """Ask the ``counter`` capability in a loop (with retries and a key per ask)."""
+    def ask_for(self, seconds: float, traffic: Traffic, *, asks: int = 0) -> None:
+        """Ask the ``counter`` capability in a loop (with retries and a key per ask)
+        for ``seconds``, or ``asks`` times."""
         counter = self.client.capability("counter")
         suspected = self.suspicions
         end = time.monotonic() + seconds
         n = len(traffic.latencies) + len(traffic.failures)
-        while time.monotonic() < end:
+        while time.monotonic() < end or asks > 0:
+            asks -= 1
             n += 1
             key = f"k{n}-{time.monotonic_ns()}"
             start = time.monotonic()

@@ -13,8 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import etcd3
@@ -22,6 +21,8 @@ import etcd3.exceptions as etcd_errors
 import grpc  # type: ignore[import-untyped, unused-ignore]  # no stubs; see report
 
 from taskmesh.errors import ClusterError, ConfigError, EtcdUnavailable
+
+from ._types import Compare, Delete, Get, KeyValue, Op, Put, Status, TxnResult
 
 __all__ = [
     "Compare",
@@ -59,79 +60,6 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    """One key as etcd stores it."""
-
-    key: str
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    lease: int
-
-
-@dataclass(frozen=True, slots=True)
-class Compare:
-    """A transaction guard: ``target`` of ``key`` compared with ``value``.
-
-    ``target`` is ``create`` (create revision, 0 when absent), ``mod``,
-    ``version`` or ``value``.
-    """
-
-    key: str
-    target: Literal["create", "mod", "version", "value"]
-    op: Literal["==", "!=", "<", ">"]
-    value: int | bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    """Transaction operation: put ``value`` at ``key`` (under ``lease``)."""
-
-    key: str
-    value: bytes
-    lease: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """Transaction operation: delete ``key`` (every key under it if ``prefix``)."""
-
-    key: str
-    prefix: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Get:
-    """Transaction operation: read ``key``."""
-
-    key: str
-
-
-Op = Put | Delete | Get
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    """The answering member's store revision and database file size in bytes.
-
-    ``db_size`` is what etcd's quota counts. Compaction frees pages for
-    reuse, so the file stops growing; only a defragmentation shrinks it.
-    """
-
-    revision: int
-    db_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class TxnResult:
-    """Whether the guards held, and the keys read by `Get` operations."""
-
-    succeeded: bool
-    revision: int
-    gets: list[list[KeyValue]]
 
 
 def prefix_end(prefix: str) -> bytes:
