@@ -28,7 +28,7 @@ def test_many_names_take_one_transaction_per_64_and_keep_create_if_absent(
         # All or nothing: a holds none of them, b still holds its own.
         wait_until(lambda: set(b.names.all()) == {"n-0500"}, 10, what="a's claims withdrawn")
         assert b.lookup("n-0500").node == "b"  # type: ignore[union-attr]
-        assert a.routing.routes("sensor") == []
+        wait_until(lambda: a.routing.routes("sensor") == [], 10, what="a's routes withdrawn")
 
         first = probe.revision()
         names.remove("n-0500")
