@@ -52,6 +52,8 @@ class Client:
         etcd_ca: str | Path | None = None,
         etcd_cert: str | Path | None = None,
         etcd_key: str | Path | None = None,
+        heartbeat_interval: float = 0.2,
+        suspect_after: float = 0.9,
     ) -> None:
         self.cluster_name = cluster
         self.ask_timeout = ask_timeout
@@ -80,6 +82,8 @@ class Client:
             dead_letters=self.dead_letters,
             keys=self._keys,
             max_message_size=max_message_size,
+            heartbeat_interval=heartbeat_interval,
+            suspect_after=suspect_after,
         )
         self.locator = Locator(
             self._view,

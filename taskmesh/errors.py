@@ -172,6 +172,14 @@ class EtcdUnavailable(ClusterError):
     """
 
 
+class NodeNameTaken(ClusterError):
+    """Another live node runs under this node's name (``--name``).
+
+    Names of nodes are identities: a second node with the same name while the
+    first one's lease lives is refused. Pick another name, or stop the other.
+    """
+
+
 class LeaseLost(ClusterError):
     """This node's etcd lease expired, so its registrations are gone.
 

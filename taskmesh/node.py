@@ -28,7 +28,7 @@ from taskmesh.actors.system import ActorSystem
 from taskmesh.addressing import CapabilityRef, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, MemberInfo
 from taskmesh.cluster.member import default_node_id
-from taskmesh.errors import ConfigError
+from taskmesh.errors import ConfigError, NameTaken
 from taskmesh.locator import Locator
 from taskmesh.ops.introspect import spawn_introspector
 from taskmesh.ops.latency import LatencyHistogram
@@ -54,6 +54,11 @@ class Node:
     ``listen`` is the ZeroMQ address (port 0 picks a free one);
     ``capabilities`` are node-level labels; ``keys`` a directory with a
     CURVE key pair (``node.key_secret``) and ``authorized/`` public keys.
+    ``advertise`` is the address published for peers when it differs from
+    the bound one (a proxy, NAT, a Kubernetes service). ``heartbeat_interval``
+    and ``suspect_after`` time the suspicion of silent peers; ``claim_timeout``
+    bounds a named spawn's wait for etcd; ``compaction_interval`` the
+    leader's compaction of etcd history.
     """
 
     def __init__(
@@ -79,6 +84,11 @@ class Node:
         etcd_ca: str | Path | None = None,
         etcd_cert: str | Path | None = None,
         etcd_key: str | Path | None = None,
+        claim_timeout: float = 15.0,
+        compaction_interval: float = 300.0,
+        heartbeat_interval: float = 0.2,
+        suspect_after: float = 0.9,
+        advertise: str | None = None,
     ) -> None:
         self.cluster_name = cluster
         self.node_id = validate_name(name, what="node name") if name else default_node_id()
@@ -92,6 +102,9 @@ class Node:
         self._lease_ttl = lease_ttl
         self._grace_period = grace_period
         self._etcd_auth = (etcd_user, etcd_password, etcd_ca, etcd_cert, etcd_key)
+        self._claim_timeout = claim_timeout
+        self._advertise = advertise
+        self._compaction_interval = compaction_interval
         self.ask_timeout = ask_timeout
         self.ask_latency = LatencyHistogram()
         """Latency of the asks this node sent through its refs."""
@@ -111,6 +124,8 @@ class Node:
             dead_letters=self.dead_letters,
             keys=self._keys,
             max_message_size=max_message_size,
+            heartbeat_interval=heartbeat_interval,
+            suspect_after=suspect_after,
         )
         self.embedded_etcd: EmbeddedEtcd | None = None
         self.member: ClusterMember | None = None
@@ -143,7 +158,7 @@ class Node:
                     etcd=self._etcd_endpoints,
                     cluster=self.cluster_name,
                     node=self.node_id,
-                    address=self.transport.address,
+                    address=self._advertise or self.transport.address,
                     capabilities=self.capabilities,
                     public_key=self._keys.public_key.decode() if self._keys else None,
                     lease_ttl=max(2, round(self._lease_ttl)),
@@ -152,6 +167,8 @@ class Node:
                     ca_cert=str(ca) if ca else None,
                     cert_cert=str(cert) if cert else None,
                     cert_key=str(key) if key else None,
+                    claim_timeout=self._claim_timeout,
+                    compaction_interval=self._compaction_interval,
                 ),
                 mailbox_total=self.system.queued,
                 messages_total=lambda: self.transport.snapshot()["messages_in"],
@@ -180,8 +197,8 @@ class Node:
 
     @property
     def address(self) -> str:
-        """The transport address peers dial."""
-        return self.transport.address
+        """The transport address peers dial (``advertise``, when given)."""
+        return self._advertise or self.transport.address
 
     @property
     def etcd_endpoints(self) -> list[str]:
@@ -259,6 +276,32 @@ class Node:
             max_attempts=max_attempts,
             **kwargs,
         )
+
+    def spawn_many(
+        self, actor: type[Actor], names: Iterable[str], *args: Any, **kwargs: Any
+    ) -> list[ActorRef]:
+        """Start one ``actor`` per name, claiming the names in batches (one etcd
+        transaction per 64 instead of one per name). The names are claimed all
+        or none: :class:`NameTaken` (naming the held ones) leaves none
+        claimed and starts nothing. ``args``/``kwargs`` go to each spawn; if
+        one fails, the actors already started stay and the names not yet
+        used are released."""
+        if self.member is None or self._state != "running":
+            raise ConfigError("spawn_many needs a running node: call start() first")
+        wanted = [validate_name(n) for n in names]
+        local = set(self.system.names()) & set(wanted)
+        if local:
+            raise NameTaken(f"names taken by live actors here: {sorted(local)[:5]}")
+        member = self.member
+        member.register_many(wanted, capabilities=actor.capabilities)
+        refs: list[ActorRef] = []
+        try:
+            for name in wanted:
+                refs.append(self.spawn(actor, *args, name=name, **kwargs))
+        except BaseException:
+            member.registrar.unregister_many(wanted[len(refs) + 1 :])  # claimed, never started
+            raise
+        return refs
 
     def singleton(
         self, actor: type[Actor], *args: Any, name: str, capability: str, **kwargs: Any

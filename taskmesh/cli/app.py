@@ -56,6 +56,35 @@ ConfigOpt = Annotated[
     typer.Option("--config", help="TOML settings file.", metavar="FILE", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+EtcdCaOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--etcd-ca",
+        help="CA certificate (PEM) that signed etcd's TLS certificate.",
+        show_default=False,
+    ),
+]
+EtcdCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--etcd-cert", help="Client certificate (PEM) for etcd's TLS.", show_default=False
+    ),
+]
+EtcdKeyOpt = Annotated[
+    Path | None,
+    typer.Option("--etcd-key", help="Private key (PEM) of --etcd-cert.", show_default=False),
+]
+EtcdUserOpt = Annotated[
+    str | None, typer.Option("--etcd-user", help="etcd user name.", show_default=False)
+]
+EtcdPasswordOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--etcd-password",
+        help="etcd password (TASKMESH_ETCD_PASSWORD keeps it out of the process list).",
+        show_default=False,
+    ),
+]
 KeysOpt = Annotated[
     Path | None,
     typer.Option(
@@ -78,6 +107,19 @@ def _root(
     ] = False,
 ) -> None:
     """Supervised actor trees across machines, with no broker."""
+
+
+def etcd_security(
+    ca: Path | None, cert: Path | None, key: Path | None, user: str | None, password: str | None
+) -> dict[str, Any]:
+    """The etcd TLS and auth flags as settings."""
+    return {
+        "etcd_ca": ca,
+        "etcd_cert": cert,
+        "etcd_key": key,
+        "etcd_user": user,
+        "etcd_password": password,
+    }
 
 
 def client_settings(**flags: Any) -> Settings:

@@ -14,11 +14,17 @@ from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.cli.app import (
     ClusterOpt,
     ConfigOpt,
+    EtcdCaOpt,
+    EtcdCertOpt,
+    EtcdKeyOpt,
     EtcdOpt,
+    EtcdPasswordOpt,
+    EtcdUserOpt,
     JsonOpt,
     KeysOpt,
     app,
     client_settings,
+    etcd_security,
     parse_json,
     table,
     to_json,
@@ -57,11 +63,17 @@ CONNECT_TIMEOUT = 5.0
 
 @contextmanager
 def connected(
-    cluster: str | None, etcd: str | None, config: Any, keys: Any = None
+    cluster: str | None,
+    etcd: str | None,
+    config: Any,
+    keys: Any = None,
+    security: dict[str, Any] | None = None,
 ) -> Iterator[Client]:
     """A started client for one command; fails within a few seconds, naming
     the URL, when etcd cannot be reached."""
-    settings = client_settings(cluster=cluster, etcd=etcd, config=config, keys=keys)
+    settings = client_settings(
+        cluster=cluster, etcd=etcd, config=config, keys=keys, **(security or {})
+    )
     check_etcd(settings)
     client = Client(
         etcd=settings.etcd,
@@ -75,6 +87,8 @@ def connected(
         etcd_ca=settings.etcd_ca,
         etcd_cert=settings.etcd_cert,
         etcd_key=settings.etcd_key,
+        heartbeat_interval=settings.heartbeat_interval,
+        suspect_after=settings.suspect_after,
     )
     client.start()
     try:
@@ -126,12 +140,23 @@ def tell(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
     keys: KeysOpt = None,
 ) -> None:
     """Send a message to an actor without waiting (at most once)."""
     check_target(name, capability, strategy, key)
     payload = parse_json(message)
-    with connected(cluster, etcd, config, keys) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        keys,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         target, options = target_of(client, name, capability, strategy, key)
         target.tell(payload, **options)
         client.transport.flush()
@@ -150,6 +175,11 @@ def ask(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
     keys: KeysOpt = None,
 ) -> None:
     """Ask an actor and print its reply as JSON."""
@@ -159,7 +189,13 @@ def ask(
         raise ConfigError("a broadcast has no single reply: use tell --capability")
     check_target(name, capability, strategy, key)
     payload = parse_json(message)
-    with connected(cluster, etcd, config, keys) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        keys,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         target, options = target_of(client, name, capability, strategy, key)
         try:
             reply = target.ask(payload, timeout=timeout, **options)
@@ -176,10 +212,20 @@ def members(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """List the cluster's live members: host CPU and memory use in percent,
     messages queued in the node's mailboxes, and the leader."""
-    with connected(cluster, etcd, config) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         leader = client.leader()
         rows = [
             {
@@ -204,9 +250,19 @@ def actors(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """List the cluster-wide actor names and where they run."""
-    with connected(cluster, etcd, config) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         rows = [
             {"name": name, "node": node, "address": address}
             for name, (node, address) in sorted(client.actors().items())
@@ -220,9 +276,19 @@ def routes(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """List the capability routing table."""
-    with connected(cluster, etcd, config) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         rows = [
             {"capability": capability, "actor": r.actor, "node": r.node, "address": r.address}
             for capability, holders in sorted(client.routes().items())
@@ -239,9 +305,19 @@ def leader(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """Print the leading node's id."""
-    with connected(cluster, etcd, config) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         current = client.leader()
     if as_json:
         typer.echo(to_json({"leader": current}))
@@ -262,9 +338,19 @@ def top(
     cluster: ClusterOpt = None,
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """A live view of nodes, actors and message rates."""
-    with connected(cluster, etcd, config) as client:
+    with connected(
+        cluster,
+        etcd,
+        config,
+        security=etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
+    ) as client:
         previous: dict[str, tuple[float, int]] = {}
         frame = 0
         while True:
@@ -276,9 +362,9 @@ def top(
 
 
 def render_top(client: Client, previous: dict[str, tuple[float, int]]) -> str:
-    """One frame of ``taskmesh top``; ``previous`` keeps message counts
-    between frames to compute rates."""
-    now = time.monotonic()
+    """One frame of ``taskmesh top``. Each node publishes its own message rate
+    (only when it changes meaningfully); ``previous`` is kept for callers that
+    pass it between frames."""
     leader = client.leader()
     names = client.actors()
     per_node: dict[str, int] = {}
@@ -286,16 +372,13 @@ def render_top(client: Client, previous: dict[str, tuple[float, int]]) -> str:
         per_node[node] = per_node.get(node, 0) + 1
     rows = []
     for m in sorted(client.members().values(), key=lambda m: m.node):
-        handled = m.load.messages
-        before = previous.get(m.node)
-        rate = (handled - before[1]) / (now - before[0]) if before and now > before[0] else 0.0
-        previous[m.node] = (now, handled)
+        previous[m.node] = (time.monotonic(), m.load.messages)
         rows.append(
             {
                 "node": ("* " if m.node == leader else "  ") + m.node,
                 "address": m.address,
                 "actors": per_node.get(m.node, 0),
-                "msg/s": f"{max(rate, 0.0):.0f}",
+                "msg/s": f"{m.load.rate:.0f}",
                 "mailbox": m.load.mailbox,
                 "cpu%": f"{m.load.cpu:.0f}",
                 "mem%": f"{m.load.memory:.0f}",

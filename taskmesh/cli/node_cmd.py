@@ -15,9 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,9 +23,21 @@ from typing import Annotated, Any
 import typer
 from prometheus_client import CollectorRegistry
 
-from taskmesh.cli.app import ClusterOpt, ConfigOpt, KeysOpt, app
+from taskmesh.cli.app import (
+    ClusterOpt,
+    ConfigOpt,
+    EtcdCaOpt,
+    EtcdCertOpt,
+    EtcdKeyOpt,
+    EtcdPasswordOpt,
+    EtcdUserOpt,
+    KeysOpt,
+    app,
+    etcd_security,
+)
 from taskmesh.cli.etcd_check import check_etcd
 from taskmesh.cli.settings import Settings, load_settings
+from taskmesh.cli.signals import StopSignals
 from taskmesh.errors import ConfigError, TaskmeshError
 from taskmesh.node import Node
 from taskmesh.ops import OpsServer, configure_logging
@@ -135,6 +145,31 @@ def node_command(
             _DEFAULTS.grace_period,
         ),
     ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Timing profile: default, or edge for slow, flaky links.")
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None, typer.Option(help="Seconds between heartbeats to each peer.")
+    ] = None,
+    suspect_after: Annotated[
+        float | None, typer.Option(help="Seconds of peer silence before routing around it.")
+    ] = None,
+    advertise: Annotated[
+        str | None, typer.Option(help="Address published for peers (tcp://HOST:PORT).")
+    ] = None,
+    claim_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds a named spawn waits for etcd before it fails."),
+    ] = None,
+    compaction_interval: Annotated[
+        float | None,
+        typer.Option(help="Seconds between the leader's compactions of etcd (0: off)."),
+    ] = None,
+    etcd_ca: EtcdCaOpt = None,
+    etcd_cert: EtcdCertOpt = None,
+    etcd_key: EtcdKeyOpt = None,
+    etcd_user: EtcdUserOpt = None,
+    etcd_password: EtcdPasswordOpt = None,
 ) -> None:
     """Run a node: host actors and join the cluster (with an embedded etcd
     unless --etcd). Settings come from flags, then TASKMESH_* variables,
@@ -153,6 +188,13 @@ def node_command(
         "data_dir": data_dir,
         "lease_ttl": lease_ttl,
         "grace_period": grace_period,
+        "profile": profile,
+        "heartbeat_interval": heartbeat_interval,
+        "suspect_after": suspect_after,
+        "advertise": advertise,
+        "claim_timeout": claim_timeout,
+        "compaction_interval": compaction_interval,
+        **etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
     }
     if etcd:
         flags["etcd"] = tuple(part.strip() for part in etcd.split(",") if part.strip())
@@ -166,10 +208,13 @@ def run_node(settings: Settings) -> None:
     apps = [load_app(spec) for spec in settings.apps]
     if settings.etcd:
         check_etcd(settings)
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
+    with StopSignals() as signals:
+        _serve(settings, apps, signals)
+    say("stopped")
+
+
+def _serve(settings: Settings, apps: list[Callable[[Node], Any]], signals: StopSignals) -> None:
+    """Main thread: start the node, run the apps, wait for a stop signal, drain."""
     node = Node(
         cluster=settings.cluster,
         etcd=list(settings.etcd) or None,
@@ -188,6 +233,11 @@ def run_node(settings: Settings) -> None:
         etcd_ca=settings.etcd_ca,
         etcd_cert=settings.etcd_cert,
         etcd_key=settings.etcd_key,
+        claim_timeout=settings.claim_timeout,
+        compaction_interval=settings.compaction_interval,
+        heartbeat_interval=settings.heartbeat_interval,
+        suspect_after=settings.suspect_after,
+        advertise=settings.advertise,
     )
     ops: OpsServer | None = None
     apps_done = False
@@ -222,15 +272,12 @@ def run_node(settings: Settings) -> None:
                 raise ConfigError(f"app {spec} failed: {type(error).__name__}: {error}") from error
         apps_done = True
         say("ready")
-        stop.wait()
+        signals.wait()
         say("stopping: draining in-flight work")
     finally:
         node.stop()
         if ops is not None:
             ops.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    say("stopped")
 
 
 def load_app(spec: str) -> Callable[[Node], Any]:

@@ -17,9 +17,18 @@ from typing import Any, Literal, get_args, get_type_hints
 
 from taskmesh.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "PROFILES", "Settings", "load_settings"]
 
 ENV_PREFIX = "TASKMESH_"
+
+PROFILES: dict[str, dict[str, float]] = {
+    "default": {"lease_ttl": 3.0, "heartbeat_interval": 0.2, "suspect_after": 0.9},
+    # Wi-Fi and LTE links: 150 ms +- 50 ms each way, resets, seconds-long black
+    # holes. A peer is suspected after 3 s of silence, and a lease survives a
+    # 3 s cut to etcd (measured: benchmarks/edge.py, docs/capacity.md).
+    "edge": {"lease_ttl": 10.0, "heartbeat_interval": 0.5, "suspect_after": 3.0},
+}
+"""Timing profiles (``--profile``): what a profile sets unless given explicitly."""
 
 LogFormat = Literal["text", "json"]
 
@@ -50,15 +59,27 @@ class Settings:
     """Data directory of the embedded etcd; default: a per-user state directory."""
     log_format: LogFormat = "text"
     log_level: str = "INFO"
+    profile: str = "default"
+    """Timing profile (`PROFILES`): ``default`` for a LAN, ``edge`` for slow, flaky links."""
     lease_ttl: float = 3.0
-    """Seconds before a silent node's registrations expire."""
+    """Seconds before a silent node's registrations expire (the profile's by default)."""
+    heartbeat_interval: float = 0.2
+    """Seconds between heartbeats to each peer (the profile's by default)."""
+    suspect_after: float = 0.9
+    """Seconds of peer silence before it is suspected and routed around (the profile's)."""
+    advertise: str | None = None
+    """The address published for peers, when not the bound one (a proxy, NAT)."""
     grace_period: float = 10.0
     """Seconds in-flight work may take to finish on SIGTERM."""
     mailbox_size: int = 10_000
     ask_timeout: float = 5.0
     max_message_size: int = 4 * 1024 * 1024
+    claim_timeout: float = 15.0
+    """Seconds a named spawn waits for a lease (etcd away) before it fails."""
+    compaction_interval: float = 300.0
+    """Seconds between the leader's compactions of etcd history (0: off)."""
     etcd_user: str | None = None
-    etcd_password: str | None = None
+    etcd_password: str | None = field(default=None, repr=False)
     etcd_ca: Path | None = None
     etcd_cert: Path | None = None
     etcd_key: Path | None = None
@@ -77,7 +98,25 @@ class Settings:
             raise ConfigError(f"metrics_port: {self.metrics_port} is not a port number")
         if self.log_format not in get_args(LogFormat):
             raise ConfigError(f"log_format: {self.log_format!r} must be 'text' or 'json'")
-        for name in ("lease_ttl", "grace_period", "ask_timeout"):
+        if self.compaction_interval < 0:
+            raise ConfigError("compaction_interval: must be >= 0 (0 turns it off)")
+        if (self.etcd_cert is None) != (self.etcd_key is None):
+            raise ConfigError("etcd_cert and etcd_key: give both or neither")
+        if self.etcd_password is not None and self.etcd_user is None:
+            raise ConfigError("etcd_password: needs etcd_user")
+        if self.profile not in PROFILES:
+            raise ConfigError(f"profile: {self.profile!r} must be one of {', '.join(PROFILES)}")
+        if self.advertise is not None and not self.advertise.startswith("tcp://"):
+            raise ConfigError(f"advertise: {self.advertise!r} must look like tcp://HOST:PORT")
+        if self.suspect_after <= self.heartbeat_interval:
+            raise ConfigError("suspect_after: must be longer than heartbeat_interval")
+        for name in (
+            "lease_ttl",
+            "grace_period",
+            "ask_timeout",
+            "claim_timeout",
+            "heartbeat_interval",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
         for name in ("mailbox_size", "max_message_size"):
@@ -110,6 +149,8 @@ def load_settings(
     }
     values.update(_convert_all(env_values, "environment"))
     values.update(_convert_all(flags, "flag"))
+    for name, value in PROFILES.get(str(values.get("profile", "default")), {}).items():
+        values.setdefault(name, value)
     try:
         return Settings(**values, extra=extra)
     except TypeError as error:

@@ -8,13 +8,12 @@ tests.
 
 from __future__ import annotations
 
+from .compaction import Compactor as Compactor
 from .directory import Directory as Directory
 from .election import Election as Election
 from .election import Fence as Fence
 from .embedded import EmbeddedEtcd as EmbeddedEtcd
-from .embedded import Quorum as Quorum
 from .embedded import find_etcd_binary as find_etcd_binary
-from .embedded import start_quorum as start_quorum
 from .keys import ClusterKeys as ClusterKeys
 from .member import ClusterMember as ClusterMember
 from .member import ClusterSettings as ClusterSettings
@@ -26,6 +25,8 @@ from .names import NameRecord as NameRecord
 from .names import Names as Names
 from .placement import Placement as Placement
 from .placement import Singleton as Singleton
+from .quorum import Quorum as Quorum
+from .quorum import start_quorum as start_quorum
 from .routing import Route as Route
 from .routing import RoutingTable as RoutingTable
 from .routing import Strategy as Strategy
@@ -34,6 +35,7 @@ __all__ = [
     "ClusterKeys",
     "ClusterMember",
     "ClusterSettings",
+    "Compactor",
     "Directory",
     "Election",
     "EmbeddedEtcd",

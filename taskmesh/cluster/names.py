@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from taskmesh.errors import ClusterError, NameTaken
@@ -34,6 +34,10 @@ __all__ = ["NameRecord", "Names"]
 
 _log = logging.getLogger("taskmesh.cluster.names")
 
+_CHUNK = 64
+"""Names per transaction: etcd refuses more than 128 operations per branch
+(``--max-txn-ops``), and a registration also puts the names' routes."""
+
 
 @dataclass(frozen=True, slots=True)
 class NameRecord:
@@ -42,14 +46,21 @@ class NameRecord:
     name: str
     node: str
     address: str
+    incarnation: str = ""
+    """The holder's membership token (see `MemberInfo.incarnation`)."""
 
     def to_bytes(self) -> bytes:
-        return encode({"node": self.node, "address": self.address})
+        return encode({"node": self.node, "address": self.address, "incarnation": self.incarnation})
 
     @classmethod
     def from_kv(cls, name: str, kv: KeyValue) -> NameRecord:
         raw = decode(kv.value)
-        return cls(name, str(raw.get("node", "")), str(raw.get("address", "")))
+        return cls(
+            name,
+            str(raw.get("node", "")),
+            str(raw.get("address", "")),
+            str(raw.get("incarnation", "")),
+        )
 
 
 class Names:
@@ -60,7 +71,16 @@ class Names:
     re-claim.
     """
 
-    def __init__(self, client: EtcdClient, keeper: LeaseKeeper, keys: ClusterKeys, node: str):
+    def __init__(
+        self,
+        client: EtcdClient,
+        keeper: LeaseKeeper,
+        keys: ClusterKeys,
+        node: str,
+        *,
+        incarnation: str = "",
+    ) -> None:
+        self.incarnation = incarnation
         self._client = client
         self._keeper = keeper
         self._keys = keys
@@ -69,6 +89,8 @@ class Names:
         self._cache: dict[str, NameRecord] = {}
         self._owned: dict[str, NameRecord] = {}
         self._lost_listeners: list[Callable[[str], None]] = []
+        self.on_missing: Callable[[], None] = lambda: None
+        """Called (watch thread) when a name this node holds vanished from etcd."""
         self._watch = PrefixWatch(
             client, keys.names, on_reset=self._reset, on_event=self._event, name="names"
         )
@@ -95,14 +117,19 @@ class Names:
         Raises `LeaseLost` while this node has no valid lease.
         """
         record, created = self._claim(name, address, self._keeper.require())
-        if not created and record.node != self.node:
+        if not created and not self.is_mine(record):
             raise NameTaken(f"name {name!r} is held by node {record.node!r}")
         return record
 
     def get_or_create(self, name: str, address: str) -> tuple[NameRecord, bool]:
         """Claim ``name`` unless someone holds it; returns (holder, claimed_by_us)."""
         record, created = self._claim(name, address, self._keeper.require())
-        return record, created or record.node == self.node
+        return record, created or self.is_mine(record)
+
+    def get_or_create_under(self, name: str, address: str, lease: int) -> tuple[NameRecord, bool]:
+        """`get_or_create` under a lease the caller already holds."""
+        record, created = self._claim(name, address, lease)
+        return record, created or self.is_mine(record)
 
     def release(self, name: str) -> bool:
         """Give up ``name`` if this node holds it; True if a key was deleted."""
@@ -120,6 +147,86 @@ class Names:
                 del self._cache[name]
         return result.succeeded
 
+    def claim_batch(
+        self, items: Sequence[tuple[str, str]], lease: int
+    ) -> list[tuple[NameRecord, bool]]:
+        """Claim many ``(name, address)`` pairs under ``lease``, one transaction per chunk.
+
+        Returns, in order, each name's holder and whether this node holds it
+        now. Each name keeps create-if-absent semantics: one transaction
+        creates every absent name of a chunk at once; a chunk in which some
+        name exists is retried without it, and that name goes the one-by-one
+        way (a re-claim of our own, or a name another node holds).
+        """
+        for name, _ in items:
+            validate_name(name)
+        results: dict[int, tuple[NameRecord, bool]] = {}
+        for start in range(0, len(items), _CHUNK):
+            chunk = list(range(start, min(start + _CHUNK, len(items))))
+            self._claim_chunk(items, chunk, lease, results)
+        return [results[i] for i in range(len(items))]
+
+    def _claim_chunk(
+        self,
+        items: Sequence[tuple[str, str]],
+        chunk: list[int],
+        lease: int,
+        results: dict[int, tuple[NameRecord, bool]],
+    ) -> None:
+        seen: set[str] = set()
+        fresh: list[int] = []
+        for i in chunk:  # a name twice in one transaction is an error in etcd
+            (fresh if items[i][0] not in seen else []).append(i)
+            seen.add(items[i][0])
+        one_by_one = [i for i in chunk if i not in set(fresh)]
+        for _ in range(3):
+            if not fresh:
+                break
+            records = [self.record(items[i][0], items[i][1]) for i in fresh]
+            keys = [self._keys.name(r.name) for r in records]
+            result = self._client.txn(
+                [Compare(key, "create", "==", 0) for key in keys],
+                [Put(key, r.to_bytes(), lease) for key, r in zip(keys, records, strict=True)],
+                [Get(key) for key in keys],
+            )
+            if result.succeeded:
+                for i, record in zip(fresh, records, strict=True):
+                    self._remember(record)
+                    results[i] = (record, True)
+                fresh = []
+                break
+            held = {i for i, got in zip(fresh, result.gets, strict=True) if got}
+            one_by_one += sorted(held)
+            fresh = [i for i in fresh if i not in held]
+        for i in sorted([*one_by_one, *fresh]):
+            name, address = items[i]
+            record, created = self._claim(name, address, lease)
+            results[i] = (record, created or self.is_mine(record))
+
+    def record(self, name: str, address: str) -> NameRecord:
+        """The record this node writes for ``name`` at ``address``."""
+        return NameRecord(name, self.node, address, self.incarnation)
+
+    def is_mine(self, record: NameRecord) -> bool:
+        """Written by this process (not merely by a node of the same name)."""
+        return record.node == self.node and record.incarnation in (self.incarnation, "")
+
+    def forget(self, name: str) -> None:
+        """Stop holding ``name`` here without touching etcd (see `withdraw`)."""
+        with self._lock:
+            self._owned.pop(name, None)
+
+    def withdraw(self, record: NameRecord) -> bool:
+        """Delete ``record`` from etcd if it is still exactly there; True if deleted."""
+        key = self._keys.name(record.name)
+        result = self._client.txn([Compare(key, "value", "==", record.to_bytes())], [Delete(key)])
+        return result.succeeded
+
+    def held(self, name: str) -> NameRecord | None:
+        """The record of ``name`` if this node holds it under its current lease."""
+        with self._lock:
+            return self._owned.get(name)
+
     def _claim(self, name: str, address: str, lease: int) -> tuple[NameRecord, bool]:
         validate_name(name)
         for _ in range(10):
@@ -130,7 +237,7 @@ class Names:
 
     def _try_claim(self, name: str, address: str, lease: int) -> tuple[NameRecord, bool] | None:
         key = self._keys.name(name)
-        mine = NameRecord(name, self.node, address)
+        mine = self.record(name, address)
         result = self._client.txn(
             [Compare(key, "create", "==", 0)],
             [Put(key, mine.to_bytes(), lease)],
@@ -143,7 +250,7 @@ class Names:
         if not held:  # deleted between compare and read: try again
             return None
         record = NameRecord.from_kv(name, held[0])
-        if record.node != self.node:
+        if not self.is_mine(record):
             return record, False
         # Ours already (a re-claim, or a new address): move it to this lease.
         moved = self._client.txn(
@@ -155,28 +262,31 @@ class Names:
         self._remember(mine)
         return mine, False
 
+    def remember(self, record: NameRecord) -> None:
+        """Record a name this node claimed in a transaction of its own making."""
+        self._remember(record)
+
     def _remember(self, record: NameRecord) -> None:
         with self._lock:
             self._owned[record.name] = record
             self._cache[record.name] = record
 
     def _reclaim(self, lease: int) -> None:
-        """Lease thread: claim every held name again under the new lease."""
+        """Lease thread: claim every held name again under the new lease, in batches."""
         with self._lock:
             owned = list(self._owned.values())
-        for record in owned:
-            holder, _ = self._claim(record.name, record.address, lease)
-            if holder.node != self.node:
-                _log.warning(
-                    "name %r was taken by %r while etcd was away", record.name, holder.node
-                )
-                with self._lock:
-                    self._owned.pop(record.name, None)
-                for listener in list(self._lost_listeners):
-                    try:
-                        listener(record.name)
-                    except Exception:
-                        _log.exception("name-lost listener failed")
+        outcomes = self.claim_batch([(r.name, r.address) for r in owned], lease)
+        for record, (holder, ours) in zip(owned, outcomes, strict=True):
+            if ours:
+                continue
+            _log.warning("name %r was taken by %r while etcd was away", record.name, holder.node)
+            with self._lock:
+                self._owned.pop(record.name, None)
+            for listener in list(self._lost_listeners):
+                try:
+                    listener(record.name)
+                except Exception:
+                    _log.exception("name-lost listener failed")
 
     # --- lookups (cache) ----------------------------------------------------
 
@@ -208,6 +318,9 @@ class Names:
             fresh[name] = NameRecord.from_kv(name, kv)
         with self._lock:
             self._cache = fresh
+            missing = any(name not in fresh for name in self._owned)
+        if missing:
+            self.on_missing()
 
     def _event(self, event: WatchEvent) -> None:
         name = ClusterKeys.tail(self._keys.names, event.kv.key)
@@ -216,3 +329,6 @@ class Names:
                 self._cache.pop(name, None)
             else:
                 self._cache[name] = NameRecord.from_kv(name, event.kv)
+            missing = event.kind == "delete" and name in self._owned
+        if missing:
+            self.on_missing()

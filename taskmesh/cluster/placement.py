@@ -25,7 +25,7 @@ from taskmesh.errors import ClusterError
 from .election import Election, Fence
 from .etcd import Compare, EtcdClient, KeyValue, LeaseKeeper, PrefixWatch, Put, WatchEvent
 from .keys import ClusterKeys, decode, encode, validate_name
-from .membership import MemberInfo, Membership
+from .membership import Load, MemberInfo, Membership
 
 __all__ = ["Placement", "Singleton"]
 
@@ -61,8 +61,10 @@ class Placement:
         membership: Membership,
         start: Callable[[str, str], None] | None = None,
         stop: Callable[[str], None] | None = None,
+        load_of: Callable[[str], Load | None] = lambda node: None,
     ) -> None:
         self._client = client
+        self._load_of = load_of
         self._keeper = keeper
         self._keys = keys
         self.node = node
@@ -169,7 +171,7 @@ class Placement:
                 if not self._placement_ok(self._placed.get(name), cap, members)
             ]
         for name, cap, current in todo:
-            target = self._choose(cap, members)
+            target = self._choose(cap, members, self._load_of)
             if target is None:
                 _log.warning("no live node has capability %r for singleton %r", cap, name)
                 continue
@@ -191,9 +193,16 @@ class Placement:
         return member is not None and cap in member.capabilities and member.lease == kv.lease
 
     @staticmethod
-    def _choose(cap: str, members: dict[str, MemberInfo]) -> MemberInfo | None:
+    def _choose(
+        cap: str, members: dict[str, MemberInfo], load_of: Callable[[str], Load | None]
+    ) -> MemberInfo | None:
         able = [m for m in members.values() if cap in m.capabilities and m.lease]
-        return min(able, key=lambda m: (m.load.mailbox, m.load.cpu, m.node), default=None)
+
+        def rank(m: MemberInfo) -> tuple[int, float, str]:
+            load = load_of(m.node) or Load()
+            return (load.mailbox, load.cpu, m.node)
+
+        return min(able, key=rank, default=None)
 
     # --- watch threads ------------------------------------------------------
 

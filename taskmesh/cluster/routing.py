@@ -24,11 +24,11 @@ import itertools
 import logging
 import random
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .etcd import EtcdClient, KeyValue, LeaseKeeper, PrefixWatch, WatchEvent
+from .etcd import EtcdClient, KeyValue, LeaseKeeper, PrefixWatch, Put, WatchEvent
 from .keys import ClusterKeys, decode, encode, validate_name
 from .membership import Load
 
@@ -39,6 +39,7 @@ _log = logging.getLogger("taskmesh.cluster.routing")
 Strategy = Literal["round_robin", "least_loaded", "consistent_hash", "broadcast"]
 STRATEGIES: tuple[Strategy, ...] = ("round_robin", "least_loaded", "consistent_hash", "broadcast")
 _VNODES = 64
+_PUTS_PER_TXN = 128  # etcd's default --max-txn-ops
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -108,6 +109,8 @@ class RoutingTable:
         """Bumped (under the lock) whenever the table or the suspects change,
         so callers may cache what they derived from it."""
         self._keeper = keeper
+        self.on_missing: Callable[[], None] = lambda: None
+        """Called (watch thread) when a route this node publishes vanished from etcd."""
         self._watch = PrefixWatch(
             client, keys.routes, on_reset=self._reset, on_event=self._event, name="routes"
         )
@@ -140,6 +143,52 @@ class RoutingTable:
         for cap in (old[0] - caps) if old else ():
             self._client.delete(self._keys.route(cap, self.node, actor))
 
+    def publish_batch(self, items: Sequence[tuple[str, Iterable[str], str]], lease: int) -> None:
+        """Advertise many ``(actor, capabilities, address)`` under ``lease``,
+        in transactions of up to ``_PUTS_PER_TXN`` puts."""
+        self._put_all(self.puts_for(items, lease))
+        self.note_published(items)
+
+    def puts_for(self, items: Sequence[tuple[str, Iterable[str], str]], lease: int) -> list[Put]:
+        """The puts that advertise ``items`` (for a caller's own transaction)."""
+        puts: list[Put] = []
+        for actor, capabilities, address in items:
+            validate_name(actor, "actor name")
+            value = encode({"address": address})
+            for cap in capabilities:
+                key = self._keys.route(validate_name(cap, "capability"), self.node, actor)
+                puts.append(Put(key, value, lease))
+        return puts
+
+    def note_published(self, items: Sequence[tuple[str, Iterable[str], str]]) -> None:
+        """Record ``items`` as advertised (their puts succeeded); withdraw any
+        capability an actor no longer has, one key at a time (rare)."""
+        stale: list[str] = []
+        for actor, capabilities, address in items:
+            caps = frozenset(capabilities)
+            with self._lock:
+                old = self._mine.get(actor)
+                self._mine[actor] = (caps, address)
+            stale += [
+                self._keys.route(cap, self.node, actor) for cap in (old[0] - caps if old else ())
+            ]
+        for key in stale:
+            self._client.delete(key)
+
+    def forget(self, actor: str) -> None:
+        """Stop advertising ``actor`` here without touching etcd (the caller deletes)."""
+        with self._lock:
+            self._mine.pop(actor, None)
+
+    def published(self, actor: str) -> tuple[frozenset[str], str] | None:
+        """What this node advertises for ``actor``: its capabilities and address."""
+        with self._lock:
+            return self._mine.get(actor)
+
+    def _put_all(self, puts: Sequence[Put]) -> None:
+        for start in range(0, len(puts), _PUTS_PER_TXN):
+            self._client.txn([], puts[start : start + _PUTS_PER_TXN])
+
     def unpublish(self, actor: str) -> None:
         """Withdraw every route of ``actor``."""
         with self._lock:
@@ -148,13 +197,15 @@ class RoutingTable:
             self._client.delete(self._keys.route(cap, self.node, actor))
 
     def _republish(self, lease: int) -> None:
-        """Lease thread: publish every route again under the new lease."""
+        """Lease thread: publish every route again under the new lease, in batches."""
         with self._lock:
             mine = dict(self._mine)
-        for actor, (caps, address) in mine.items():
-            for cap in caps:
-                value = encode({"address": address})
-                self._client.put(self._keys.route(cap, self.node, actor), value, lease=lease)
+        puts = [
+            Put(self._keys.route(cap, self.node, actor), encode({"address": address}), lease)
+            for actor, (caps, address) in mine.items()
+            for cap in caps
+        ]
+        self._put_all(puts)
 
     # --- suspects -----------------------------------------------------------
 
@@ -256,6 +307,17 @@ class RoutingTable:
             self._table = table
             self._rings.clear()
             self.version += 1
+            have = {
+                (r.actor, cap)
+                for cap, routes in table.items()
+                for r in routes
+                if r.node == self.node
+            }
+            missing = any(
+                (actor, cap) not in have for actor, (caps, _) in self._mine.items() for cap in caps
+            )
+        if missing:
+            self.on_missing()
 
     def _event(self, event: WatchEvent) -> None:
         parsed = self._parse(event.kv.key)
@@ -271,3 +333,7 @@ class RoutingTable:
                 held.add(Route(node, actor, address))
             self._rings.pop(cap, None)
             self.version += 1
+            mine = self._mine.get(actor) if node == self.node else None
+            missing = event.kind == "delete" and mine is not None and cap in mine[0]
+        if missing:
+            self.on_missing()

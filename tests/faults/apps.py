@@ -51,3 +51,23 @@ def counter(node: Node) -> None:
     node.spawn(Counter, name=f"counter-{node.node_id}")
     node.spawn(Echo, name=f"echo-{node.node_id}")
     node.spawn(Relay, name=f"relay-{node.node_id}")
+
+
+class Spawner(taskmesh.Actor):
+    """``{"spawn": NAME}`` spawns an `Echo` named NAME on this node and answers
+    ``"spawned"``, or the error's type and text; ``"local"`` answers the names
+    of this node's live actors."""
+
+    def receive(self, message: Any) -> Any:
+        if message == "local":
+            return self.node.system.names()
+        try:
+            self.node.spawn(Echo, name=str(message["spawn"]))
+        except taskmesh.TaskmeshError as error:
+            return {"error": type(error).__name__, "text": str(error)}
+        return "spawned"
+
+
+def spawner(node: Node) -> None:
+    """A `Spawner` named ``spawner-<node>``."""
+    node.spawn(Spawner, name=f"spawner-{node.node_id}")

@@ -8,15 +8,16 @@ error translation (`EtcdClient`), keepalive that notices a lost lease
 
 from __future__ import annotations
 
-from ._client import Compare as Compare
-from ._client import Delete as Delete
 from ._client import EtcdClient as EtcdClient
-from ._client import Get as Get
-from ._client import KeyValue as KeyValue
-from ._client import Op as Op
-from ._client import Put as Put
-from ._client import TxnResult as TxnResult
 from ._lease import LeaseKeeper as LeaseKeeper
+from ._types import Compare as Compare
+from ._types import Delete as Delete
+from ._types import Get as Get
+from ._types import KeyValue as KeyValue
+from ._types import Op as Op
+from ._types import Put as Put
+from ._types import Status as Status
+from ._types import TxnResult as TxnResult
 from ._watch import PrefixWatch as PrefixWatch
 from ._watch import WatchEvent as WatchEvent
 
@@ -30,6 +31,7 @@ __all__ = [
     "Op",
     "PrefixWatch",
     "Put",
+    "Status",
     "TxnResult",
     "WatchEvent",
 ]

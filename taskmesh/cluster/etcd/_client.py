@@ -13,8 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import etcd3
@@ -23,7 +22,19 @@ import grpc  # type: ignore[import-untyped, unused-ignore]  # no stubs; see repo
 
 from taskmesh.errors import ClusterError, ConfigError, EtcdUnavailable
 
-__all__ = ["Compare", "Delete", "EtcdClient", "Get", "KeyValue", "Op", "Put", "TxnResult"]
+from ._types import Compare, Delete, Get, KeyValue, Op, Put, Status, TxnResult
+
+__all__ = [
+    "Compare",
+    "Delete",
+    "EtcdClient",
+    "Get",
+    "KeyValue",
+    "Op",
+    "Put",
+    "Status",
+    "TxnResult",
+]
 
 _log = logging.getLogger("taskmesh.cluster.etcd")
 _T = TypeVar("_T")
@@ -49,67 +60,6 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    """One key as etcd stores it."""
-
-    key: str
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    lease: int
-
-
-@dataclass(frozen=True, slots=True)
-class Compare:
-    """A transaction guard: ``target`` of ``key`` compared with ``value``.
-
-    ``target`` is ``create`` (create revision, 0 when absent), ``mod``,
-    ``version`` or ``value``.
-    """
-
-    key: str
-    target: Literal["create", "mod", "version", "value"]
-    op: Literal["==", "!=", "<", ">"]
-    value: int | bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Put:
-    """Transaction operation: put ``value`` at ``key`` (under ``lease``)."""
-
-    key: str
-    value: bytes
-    lease: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    """Transaction operation: delete ``key`` (every key under it if ``prefix``)."""
-
-    key: str
-    prefix: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Get:
-    """Transaction operation: read ``key``."""
-
-    key: str
-
-
-Op = Put | Delete | Get
-
-
-@dataclass(frozen=True, slots=True)
-class TxnResult:
-    """Whether the guards held, and the keys read by `Get` operations."""
-
-    succeeded: bool
-    revision: int
-    gets: list[list[KeyValue]]
 
 
 def prefix_end(prefix: str) -> bytes:
@@ -142,6 +92,8 @@ class EtcdClient:
             raise ConfigError("etcd needs at least one endpoint")
         self.endpoints = urls
         self.timeout = timeout
+        self._user = user
+        self._password = password
         creds = None
         if ca_cert is not None:
             creds = etcd3.MultiEndpointEtcd3Client.get_secure_creds(ca_cert, cert_key, cert_cert)
@@ -155,12 +107,14 @@ class EtcdClient:
         """Failed etcd calls so far (each failed try counts); for metrics."""
         self.reachable: bool | None = None
         """Whether the last call reached etcd; None before the first (see `note`)."""
+        if (user is None) != (password is None):
+            raise ConfigError("etcd authentication needs both a user and a password")
         try:
             self._client = etcd3.MultiEndpointEtcd3Client(
                 endpoints=eps, timeout=timeout, user=user, password=password, failover=True
             )
         except grpc.RpcError as exc:
-            raise _translate(exc) or ClusterError(str(exc)) from exc
+            raise self._explain(exc) or ClusterError(str(exc)) from None
 
     # --- plumbing -------------------------------------------------------------
 
@@ -179,7 +133,10 @@ class EtcdClient:
             try:
                 result = fn(self._client)
             except Exception as exc:
-                err = _translate(exc)
+                if self._user is not None and "invalid auth token" in str(exc) and attempt < 3:
+                    self._authenticate()  # etcd restarted, or another member: tokens are per member
+                    continue
+                err = self._explain(exc)
                 if err is None:
                     raise
                 self.error_count += 1
@@ -220,6 +177,45 @@ class EtcdClient:
                 "until it is back", where, detail.removeprefix("etcd unreachable: "),
             )  # fmt: skip
 
+    def _authenticate(self) -> None:
+        """Get a new auth token (simple tokens live in one etcd member's memory)."""
+        c = self._client
+        try:
+            resp = c.authstub.Authenticate(
+                etcd3.etcdrpc.AuthenticateRequest(name=self._user, password=self._password),
+                self.timeout,
+            )
+        except grpc.RpcError as exc:
+            _log.debug("re-authenticating with etcd failed: %s", exc.__class__.__name__)
+            return
+        c.metadata = (("token", resp.token),)
+        c.call_credentials = grpc.metadata_call_credentials(
+            etcd3.client.EtcdTokenCallCredentials(resp.token)
+        )
+
+    def _explain(self, exc: BaseException) -> ClusterError | None:
+        """`_translate`, with a clear word for refused credentials and TLS failures."""
+        err = _translate(exc)
+        text = str(err) if err is not None else ""
+        if "authentication failed" in text:
+            return ClusterError(
+                f"etcd refused the credentials of user {self._user!r}: wrong user name or password"
+            )
+        if "permission denied" in text:
+            return ClusterError(
+                f"etcd user {self._user!r} is not allowed to do this (permission denied): "
+                "grant its role readwrite on the cluster's prefix /taskmesh/<cluster>/"
+            )
+        if "user name is empty" in text or "user name not found" in text:
+            return ClusterError("etcd has authentication on: pass --etcd-user and --etcd-password")
+        lowered = text.lower()
+        if any(word in lowered for word in ("handshake", "certificate", "ssl_error", "tls")):
+            return ClusterError(
+                "TLS with etcd failed (check --etcd-ca, --etcd-cert and --etcd-key): "
+                + text.removeprefix("etcd unreachable: ")
+            )
+        return err
+
     def report_failure(self) -> None:
         """Mark the endpoint in use as failed so the next call tries another one."""
         if len(self.endpoints) == 1:
@@ -241,6 +237,12 @@ class EtcdClient:
         """Close every channel. Calls after this raise `EtcdUnavailable`."""
         self._closed = True
         self._client.close()
+
+    def __enter__(self) -> EtcdClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- keys -----------------------------------------------------------------
 
@@ -301,13 +303,37 @@ class EtcdClient:
         held = result.gets[0]
         return held[0] if held else None
 
-    def compact(self, revision: int) -> None:
-        """Drop history before ``revision`` (watches behind it get compacted)."""
-        self._call(lambda c: c.compact(revision, physical=True))
+    def compact(self, revision: int) -> bool:
+        """Drop history before ``revision`` (watches behind it get compacted).
 
-    def revision(self) -> int:
-        """The current store revision."""
-        resp = self._call(lambda c: c.get_response("\0"))
+        Returns False when etcd had already compacted up to or past it.
+        """
+        try:
+            self._call(lambda c: c.compact(revision, physical=True))
+        except ClusterError as exc:
+            if "compacted" in str(exc):
+                return False
+            raise
+        return True
+
+    def status(self) -> Status:
+        """The answering member's revision and database size."""
+
+        def run(c: Any) -> Status:
+            resp = c.maintenancestub.Status(
+                etcd3.etcdrpc.StatusRequest(),
+                c.timeout,
+                credentials=c.call_credentials,
+                metadata=c.metadata,
+            )
+            return Status(int(resp.header.revision), int(resp.dbSize))
+
+        return self._call(run)
+
+    def revision(self, key: str = "\0") -> int:
+        """The current store revision (read with a get of ``key``: with etcd's
+        authentication on, pass a key the user may read)."""
+        resp = self._call(lambda c: c.get_response(key))
         return int(resp.header.revision)
 
     # --- leases ---------------------------------------------------------------
@@ -348,7 +374,7 @@ def _endpoint(url: str, creds: Any, retry_after: float) -> Any:
         raise ConfigError(f"etcd endpoint {url!r} is not a URL like http://host:port")
     secure = parts.scheme == "https"
     if secure and creds is None:
-        raise ConfigError(f"etcd endpoint {url!r} uses https: pass ca_cert")
+        raise ConfigError(f"etcd endpoint {url!r} uses https: pass --etcd-ca (ca_cert)")
     return etcd3.Endpoint(
         parts.hostname,
         parts.port,

@@ -59,12 +59,19 @@ class LeaseKeeper:
         self._clock = clock
         self._acquired_hooks: list[LeaseHook] = []
         self._lost_hooks: list[LeaseHook] = []
+        self._renewed_hooks: list[LeaseHook] = []
+        self._failed_hooks = 0  # the lease whose hooks last failed (logged once)
+        self._last_ok = 0.0
+        self.longest_gap = 0.0
+        """The longest time so far between two keep-alives etcd accepted (seconds):
+        how close this process came to losing its lease (a starved thread, a slow etcd)."""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._lease: int | None = None
         self._published = False
         self._deadline = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stale: list[int] = []
 
@@ -73,6 +80,11 @@ class LeaseKeeper:
     def on_acquired(self, hook: LeaseHook) -> None:
         """Call ``hook(lease_id)`` for every new lease, on the keeper thread."""
         self._acquired_hooks.append(hook)
+
+    def on_renewed(self, hook: LeaseHook) -> None:
+        """Call ``hook(lease_id)`` after each keep-alive etcd accepted, on the keeper
+        thread; it must be quick (it delays the next keep-alive)."""
+        self._renewed_hooks.append(hook)
 
     def on_lost(self, hook: LeaseHook) -> None:
         """Call ``hook(lease_id)`` as soon as a lease is known or presumed lost."""
@@ -95,6 +107,21 @@ class LeaseKeeper:
 
     def _valid_locked(self) -> bool:
         return self._lease is not None and self._published and self._clock() < self._deadline
+
+    def republish(self) -> None:
+        """Run the acquired hooks again under the current lease, soon (any thread).
+
+        For keys deleted behind this node's back while its lease lives: the
+        hooks put them back. A lease already lost is replaced as usual.
+        """
+        with self._lock:
+            if self._lease is None or not self._published:
+                return
+            self._published = False
+        _log.warning(
+            "etcd lease %x: some of this node's keys vanished; registering again", self._lease
+        )
+        self._wake.set()
 
     def wait_acquired(self, timeout: float) -> int:
         """Block until a lease is held and published; raise `EtcdUnavailable` on timeout."""
@@ -120,7 +147,13 @@ class LeaseKeeper:
 
     def stop(self, *, revoke: bool = True) -> None:
         """Stop keeping the lease alive; revoke it (deleting its keys) by default."""
+        if self._thread is not None:
+            _log.info(
+                "longest time between two accepted keep-alives: %.2fs (ttl %ds)",
+                self.longest_gap, self.ttl,
+            )  # fmt: skip
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -142,7 +175,8 @@ class LeaseKeeper:
             except Exception:
                 _log.exception("lease keeper step failed")
                 pause = self._retry
-            self._stop.wait(pause)
+            self._wake.wait(pause)
+            self._wake.clear()
 
     def _step(self) -> float:
         with self._lock:
@@ -163,6 +197,7 @@ class LeaseKeeper:
         with self._lock:
             self._lease, self._published = lease, False
             self._deadline = sent + self.ttl
+        self._last_ok = sent
         _log.info("etcd lease %x granted (ttl %ds)", lease, self.ttl)
         return self._publish(lease)
 
@@ -170,8 +205,13 @@ class LeaseKeeper:
         try:
             for hook in list(self._acquired_hooks):
                 hook(lease)
+                # Long re-registrations must not starve the lease they use.
+                if self._clock() - self._last_ok >= self.ttl / 3:
+                    self._keepalive(lease)
         except ClusterError as exc:
-            _log.info("re-registering under lease %x failed, retrying: %s", lease, exc)
+            log = _log.debug if self._failed_hooks == lease else _log.info
+            log("registering under lease %x failed, retrying: %s", lease, exc)
+            self._failed_hooks = lease
             return self._check_deadline(lease)
         with self._changed:
             self._published = True
@@ -179,10 +219,27 @@ class LeaseKeeper:
         self._revoke_stale()
         return self.ttl / 3
 
-    def _refresh(self, lease: int) -> float:
+    def _keepalive(self, lease: int) -> int:
+        """Send one keep-alive; returns the TTL etcd granted (0: the lease expired)."""
         sent = self._clock()
+        ttl = self._client.refresh(lease, patience=0.0)
+        if ttl > 0:
+            with self._lock:
+                self._deadline = sent + ttl
+            gap = sent - self._last_ok
+            if gap > self.ttl * 2 / 3:
+                _log.warning(
+                    "etcd lease %x kept alive %.1fs after the last keep-alive (ttl %ds): "
+                    "this process or etcd is starved of CPU",
+                    lease, gap, self.ttl,
+                )  # fmt: skip
+            self.longest_gap = max(self.longest_gap, gap)
+            self._last_ok = sent
+        return ttl
+
+    def _refresh(self, lease: int) -> float:
         try:
-            ttl = self._client.refresh(lease, patience=0.0)
+            ttl = self._keepalive(lease)
         except ClusterError as exc:
             _log.debug("lease refresh failed: %s", exc)
             return self._check_deadline(lease)
@@ -190,9 +247,12 @@ class LeaseKeeper:
             _log.warning("etcd lease %x expired", lease)
             self._lose(lease)
             return 0.0
-        with self._lock:
-            self._deadline = sent + ttl
         self._revoke_stale()
+        for hook in list(self._renewed_hooks):
+            try:
+                hook(lease)
+            except Exception:
+                _log.exception("lease-renewed hook failed")
         return max(0.1, min(self.ttl, ttl) / 3)
 
     def _check_deadline(self, lease: int) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -81,6 +82,7 @@ class PrefixWatch:
         self._generation = 0
         self._watcher: Any = None
         self._watch_id: Any = None
+        self._refused: ClusterError | None = None  # etcd answered no (not "unreachable")
 
     def start(self, *, wait: float | None = None) -> PrefixWatch:
         """Start the watch thread; with ``wait``, block until the first snapshot."""
@@ -89,8 +91,13 @@ class PrefixWatch:
                 target=self._run, name=f"taskmesh-watch:{self._name}", daemon=True
             )
             self._thread.start()
-        if wait is not None and not self._synced.wait(wait):
-            raise EtcdUnavailable(f"watch on {self.prefix} got no snapshot within {wait}s")
+        if wait is not None:
+            end = time.monotonic() + wait
+            while not self._synced.wait(min(0.05, max(0.0, end - time.monotonic()))):
+                if self._refused is not None:
+                    raise self._refused  # permission denied, bad credentials: no use waiting
+                if time.monotonic() >= end:
+                    raise EtcdUnavailable(f"watch on {self.prefix} got no snapshot within {wait}s")
         return self
 
     @property
@@ -122,6 +129,8 @@ class PrefixWatch:
                 need_list = True
                 continue
             except ClusterError as exc:
+                if not isinstance(exc, EtcdUnavailable):
+                    self._refused = exc
                 self._client.report_failure()
                 if connected:
                     connected = self._set_state(False)

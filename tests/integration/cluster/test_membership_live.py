@@ -33,7 +33,11 @@ def test_every_member_sees_joins_and_leaves(make_member: MemberFactory) -> None:
 
 def test_load_is_published_with_the_mailbox_total(make_member: MemberFactory) -> None:
     a = make_member("a", load_interval=0.2, mailbox_total=lambda: 7)
-    wait_until(lambda: a.members()["a"].load.mailbox == 7, 10, what="load published")
+    wait_until(
+        lambda: "a" in a.members() and a.members()["a"].load.mailbox == 7,
+        10,
+        what="load published",
+    )
 
 
 def test_a_killed_member_vanishes_with_its_names_and_routes_within_its_ttl(
@@ -82,3 +86,23 @@ def test_an_observer_sees_the_cluster_without_joining_it(
             observer.register_actor("nope")
     finally:
         observer.stop()
+
+
+def test_members_at_rest_write_nothing_that_wakes_the_others(
+    make_member: MemberFactory,
+) -> None:
+    """Load goes to an unwatched prefix: a member record is written once per lease."""
+    a = make_member("a", load_interval=0.2)
+    b = make_member("b", load_interval=0.2)
+    record = a.client.get(a.keys.member("b"))
+    assert record is not None
+    events: list[MemberEvent] = []
+    a.on_member_event(events.append)
+    wait_until(lambda: b.loads.writes >= 1, 10, what="b published its load once")
+    rest_until = time.monotonic() + 3.0
+    wait_until(lambda: time.monotonic() >= rest_until, 5, what="three seconds at rest")
+    assert events == [], "a member record was rewritten at rest"
+    again = a.client.get(a.keys.member("b"))
+    assert again is not None and again.mod_revision == record.mod_revision
+    # The load is still there for whoever reads it, without a watch.
+    wait_until(lambda: a.loads.get("b") is not None, 10, what="a reads b's load")

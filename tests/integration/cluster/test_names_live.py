@@ -53,7 +53,7 @@ def test_get_or_create_returns_the_holder(make_member: MemberFactory) -> None:
     record, mine = a.names.get_or_create("shared", "tcp://a")
     assert mine and record.node == "a"
     record, mine = b.names.get_or_create("shared", "tcp://b")
-    assert not mine and record == NameRecord("shared", "a", "tcp://a")
+    assert not mine and record == NameRecord("shared", "a", "tcp://a", a.incarnation)
 
 
 def test_a_released_name_can_be_claimed_by_another_member(make_member: MemberFactory) -> None:

@@ -74,3 +74,36 @@ def test_a_bad_config_file_is_a_clear_error(tmp_path: Path) -> None:
     unknown.write_text("colour = 'blue'\n")
     with pytest.raises(ConfigError, match=r"unknown setting 'colour'"):
         load_settings(config=unknown)
+
+
+def test_the_edge_profile_sets_its_timing_unless_given_explicitly() -> None:
+    edge = load_settings({"profile": "edge"})
+    assert (edge.lease_ttl, edge.heartbeat_interval, edge.suspect_after) == (10.0, 0.5, 3.0)
+    mixed = load_settings(
+        {"profile": "edge", "suspect_after": 2.0}, environ={"TASKMESH_LEASE_TTL": "6"}
+    )
+    assert (mixed.lease_ttl, mixed.heartbeat_interval, mixed.suspect_after) == (6.0, 0.5, 2.0)
+    plain = load_settings({})
+    assert (plain.lease_ttl, plain.heartbeat_interval, plain.suspect_after) == (3.0, 0.2, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        ({"profile": "moon"}, "profile"),
+        ({"suspect_after": 0.1}, "suspect_after"),
+        ({"advertise": "127.0.0.1:5"}, "advertise"),
+        ({"etcd_cert": "c.pem"}, "etcd_cert and etcd_key"),
+        ({"etcd_password": "x"}, "needs etcd_user"),
+    ],
+)
+def test_bad_timing_and_security_settings_are_refused(
+    flags: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(flags)
+
+
+def test_the_etcd_password_is_not_in_the_settings_repr() -> None:
+    settings = load_settings({"etcd_user": "alice", "etcd_password": "hunter2"})
+    assert "hunter2" not in repr(settings)
