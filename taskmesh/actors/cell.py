@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from taskmesh.actors.directives import Action, Directive, Failed
+from taskmesh.actors.flow import current_cell
 from taskmesh.actors.future import Reply, ReplyTo
 from taskmesh.actors.mailbox import REMOTE, STOP, TIMER, WAKE, WAKE_ENVELOPE, Envelope, Mailbox
 from taskmesh.actors.messages import Terminated
@@ -121,6 +122,7 @@ class Cell(pykka.ThreadingActor):
         self._stash: Envelope | None = None  # taken from the mailbox, not yet run
         self.io_queued = 0  # REMOTE messages put by the I/O thread
         self._io_taken = 0  # REMOTE messages taken by this cell's thread
+        self.waiting_for: Cell | None = None  # whose mailbox this actor waits for room in
 
     def __repr__(self) -> str:
         return f"<Cell {self.name!r} gen={self.generation} {self._state.name}>"
@@ -247,6 +249,7 @@ class Cell(pykka.ThreadingActor):
     def _actor_loop(self) -> None:
         self.thread_id = get_ident()
         threading.current_thread().name = f"taskmesh:{self.name}"
+        current_cell.set(self)
         try:
             self._start_instance(None)
             self.started.set()
@@ -275,6 +278,8 @@ class Cell(pykka.ThreadingActor):
             if retry is None:
                 attempt = 1
                 kind, message, reply, deadline = get()
+                if mailbox._space is not None:
+                    mailbox.made_room()
                 if kind:
                     if kind != REMOTE:
                         self._control(kind, message, reply)
@@ -408,6 +413,7 @@ class Cell(pykka.ThreadingActor):
 
     def _process_system(self) -> None:
         system = self.mailbox.system
+        assert system is not None
         while system:
             message = system.popleft()
             if message is _EXIT:

@@ -6,9 +6,10 @@ import time
 from _thread import get_ident
 from typing import TYPE_CHECKING, Any
 
+from taskmesh.actors.flow import wait_for_room
 from taskmesh.actors.future import Reply
 from taskmesh.actors.mailbox import STOP
-from taskmesh.errors import ActorError, ActorNotFound, MailboxFull
+from taskmesh.errors import ActorError, ActorNotFound
 
 if TYPE_CHECKING:
     from taskmesh.actors.cell import Cell
@@ -60,11 +61,16 @@ class ActorRef:
         cell = self._live_cell()
         return cell is not None and cell.alive
 
-    def tell(self, message: Any) -> None:
-        """Send ``message``; never blocks, never raises for delivery.
+    def tell(self, message: Any, *, block: bool = True) -> None:
+        """Send ``message`` (at most once).
 
-        At most once: if it cannot be queued (no such actor, actor stopped,
-        mailbox full) it becomes a dead letter with the reason.
+        A full mailbox blocks the calling thread until there is room,
+        within the system's ``send_timeout``; after that the message is a
+        ``mailbox_full`` dead letter and :class:`MailboxFull` is raised.
+        With ``block=False`` a full mailbox makes it a dead letter at once,
+        without raising. No such actor, or an actor that stopped, makes a
+        dead letter too. (See :mod:`taskmesh.actors.flow` for the sends
+        that never wait: to itself, in a cycle, from an event loop.)
         """
         cell = self._cell
         if cell is None or not cell.alive:
@@ -74,8 +80,10 @@ class ActorRef:
                 return
         mailbox = cell.mailbox
         if mailbox.qsize() >= mailbox.capacity:
-            self._system.dead_letters.record(self.name, message, "mailbox_full")
-            return
+            if not block:
+                self._system.dead_letters.record(self.name, message, "mailbox_full")
+                return
+            wait_for_room(cell, message, timeout=self._system.send_timeout, ask=False)
         mailbox.put((0, message, None, None))
         if not cell.alive:  # raced the actor's end: its drain may have missed us
             cell.drain_dead()
@@ -85,10 +93,12 @@ class ActorRef:
     ) -> Reply:
         """Send ``message`` and return a :class:`Reply` to wait on later.
 
-        Raises :class:`ActorNotFound` or :class:`MailboxFull` at once when the
-        message cannot be queued. With ``timeout``, the message is not
-        handled once that many seconds have passed. With ``idempotency_key``,
-        a repeat of a recent key is answered from memory without running.
+        Raises :class:`ActorNotFound` at once when no actor holds the name.
+        A full mailbox blocks the calling thread until there is room, within
+        ``timeout`` (default: the system's ``send_timeout``), then raises
+        :class:`MailboxFull`. With ``timeout``, the message is not handled
+        once that many seconds have passed. With ``idempotency_key``, a
+        repeat of a recent key is answered from memory without running.
         """
         cell = self._cell
         if cell is None or not cell.alive:
@@ -98,10 +108,11 @@ class ActorRef:
         if cell.thread_id == get_ident():
             raise ActorError(f"actor {self.name!r} asked itself: that would deadlock")
         mailbox = cell.mailbox
-        if mailbox.qsize() >= mailbox.capacity:
-            raise MailboxFull(f"mailbox of {self.name!r} is full ({mailbox.capacity} messages)")
-        reply = Reply()
         deadline = None if timeout is None else _monotonic() + timeout
+        if mailbox.qsize() >= mailbox.capacity:
+            wait = self._system.send_timeout if timeout is None else timeout
+            wait_for_room(cell, message, timeout=wait, ask=True)
+        reply = Reply(deadline)
         if idempotency_key is None:
             mailbox.put((0, message, reply, deadline))
         else:

@@ -55,7 +55,9 @@ class ActorSystem:
     """Hosts actors in this process.
 
     ``mailbox_size`` bounds every mailbox unless a spawn says otherwise;
-    ``ask_timeout`` is the default for ``ask``; ``max_attempts`` how many
+    ``send_timeout`` bounds how long a ``tell`` to a full mailbox waits for
+    room before the message is a ``mailbox_full`` dead letter and
+    :class:`MailboxFull` is raised; ``ask_timeout`` is the default for ``ask``; ``max_attempts`` how many
     times a message that makes an actor fail is tried before it becomes a
     ``poison`` dead letter (1: never retried); ``idempotency_capacity`` and
     ``idempotency_ttl`` bound the memory of idempotency keys;
@@ -69,6 +71,7 @@ class ActorSystem:
         *,
         mailbox_size: int = 10_000,
         ask_timeout: float = 5.0,
+        send_timeout: float = 10.0,
         max_restarts: int = 3,
         within: float = 5.0,
         backoff: Backoff | None = None,
@@ -84,11 +87,14 @@ class ActorSystem:
             raise ConfigError(f"mailbox_size must be >= 1, got {mailbox_size!r}")
         if ask_timeout <= 0:
             raise ConfigError(f"ask_timeout must be > 0, got {ask_timeout!r}")
+        if send_timeout < 0:
+            raise ConfigError(f"send_timeout must be >= 0, got {send_timeout!r}")
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be >= 1, got {max_attempts!r}")
         self.mailbox_size = mailbox_size
         self.max_attempts = max_attempts
         self.ask_timeout = ask_timeout
+        self.send_timeout = send_timeout
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.dead_letters = DeadLetters(log_interval=dead_letter_log_interval)
