@@ -24,8 +24,10 @@ Waiting that could never end does not happen:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from _thread import allocate_lock, get_ident
+from contextlib import suppress
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +37,7 @@ from taskmesh.errors import MailboxFull
 if TYPE_CHECKING:
     from taskmesh.actors.cell import Cell
 
-__all__ = ["current_cell", "wait_for_room", "would_deadlock"]
+__all__ = ["current_cell", "wait_for_room", "wait_for_room_async", "would_deadlock"]
 
 _monotonic = time.monotonic
 _MAX_HOPS = 1000
@@ -98,3 +100,39 @@ def wait_for_room(target: Cell, message: Any, *, timeout: float, ask: bool) -> N
     finally:
         if sender is not None:
             sender.waiting_for = None
+
+
+async def wait_for_room_async(target: Cell, message: Any, *, timeout: float, ask: bool) -> None:
+    """:func:`wait_for_room` for a coroutine: suspends it, never its loop."""
+    mailbox = target.mailbox
+    sender = current_cell.get()
+    if sender is not None and would_deadlock(sender, target):
+        sender.waiting_for = None
+        return
+    try:
+        loop = asyncio.get_running_loop()
+        thread = get_ident()
+        deadline = _monotonic() + timeout
+        while mailbox.qsize() >= mailbox.capacity and target.alive:
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                raise refuse(target, message, ask=ask, why=f"no room within {timeout:g} s")
+            room: asyncio.Future[None] = loop.create_future()
+
+            def wake(room: asyncio.Future[None] = room) -> None:  # the consumer's thread
+                if get_ident() == thread:
+                    _settle(room)
+                else:
+                    loop.call_soon_threadsafe(_settle, room)
+
+            if mailbox.on_space(wake):
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(room, remaining)
+    finally:
+        if sender is not None:
+            sender.waiting_for = None
+
+
+def _settle(room: asyncio.Future[None]) -> None:
+    if not room.done():
+        room.set_result(None)

@@ -63,63 +63,22 @@ waiters, an event loop mailbox's system lane): one lock for all of them
 costs no memory per mailbox and is never taken on the message path."""
 
 
-class Mailbox:
-    """One actor's inbox: a bounded user lane and an unbounded system lane,
-    consumed by the actor's own thread.
+class _Room:
+    """The bound and the space waiters, shared by both kinds of mailbox."""
 
-    ``put``/``qsize``/``on_space``/``post_system`` are called from any
-    thread; ``get``, ``system``, ``wait_system`` and ``made_room`` only from
-    the consumer.
-    """
+    __slots__ = ("_space", "capacity", "low_water")
 
-    __slots__ = ("_signal", "_space", "capacity", "get", "low_water", "put", "qsize", "system")
+    capacity: int
+    low_water: int
+    """Depth at or below which space waiters are called (half the capacity)."""
+    _space: list[Callable[[], None]] | None
 
-    def __init__(self, capacity: int) -> None:
-        queue: SimpleQueue[Envelope] = SimpleQueue()
-        self.capacity = capacity
-        self.low_water = capacity // 2
-        """Depth at or below which space waiters are called."""
-        self.put: Callable[[Envelope], None] = queue.put
-        self.get = queue.get
-        self.qsize = queue.qsize
-        self.system: deque[Any] | None = deque()
-        self._signal: SimpleQueue[None] | None = SimpleQueue()
-        self._space: list[Callable[[], None]] | None = None
+    def qsize(self) -> int:
+        raise NotImplementedError
 
     def full(self) -> bool:
         """Whether the user lane holds ``capacity`` messages or more."""
         return self.qsize() >= self.capacity
-
-    def post_system(self, message: Any) -> None:
-        """Queue a system message ahead of user work and wake the owner."""
-        system = self.system
-        assert system is not None and self._signal is not None
-        system.append(message)
-        self._signal.put(None)
-        self.put(WAKE_ENVELOPE)
-
-    def wait_system(self, timeout: float | None) -> None:
-        """Block until a system message is posted or ``timeout`` passes."""
-        assert self._signal is not None
-        with suppress(Empty):
-            self._signal.get(timeout=timeout)
-
-    def drain(self) -> list[Envelope]:
-        """Take every queued user envelope (WAKE ones are skipped) and call
-        every space waiter: nothing will be consumed any more."""
-        taken: list[Envelope] = []
-        get = self.get
-        while True:
-            try:
-                envelope = get(False)
-            except Empty:
-                break
-            if envelope[0] != WAKE:
-                taken.append(envelope)
-        self._call_waiters()
-        return taken
-
-    # --- room again ---------------------------------------------------------
 
     def on_space(self, callback: Callable[[], None]) -> bool:
         """Call ``callback()`` once, when the user lane has drained to
@@ -170,38 +129,82 @@ class Mailbox:
                 log.exception("mailbox space callback %r failed", callback)
 
 
-class LoopMailbox(Mailbox):
+class Mailbox(_Room):
+    """One actor's inbox: a bounded user lane and an unbounded system lane,
+    consumed by the actor's own thread.
+
+    ``put``/``qsize``/``on_space``/``post_system`` are called from any
+    thread; ``get``, ``system``, ``wait_system`` and ``made_room`` only from
+    the consumer.
+    """
+
+    __slots__ = ("_signal", "get", "put", "qsize", "system")
+
+    def __init__(self, capacity: int) -> None:
+        queue: SimpleQueue[Envelope] = SimpleQueue()
+        self.capacity = capacity
+        self.low_water = capacity // 2
+        self._space = None
+        self.put: Callable[[Envelope], None] = queue.put
+        self.get = queue.get
+        self.qsize = queue.qsize  # type: ignore[method-assign]
+        self.system: deque[Any] = deque()
+        self._signal: SimpleQueue[None] = SimpleQueue()
+
+    def post_system(self, message: Any) -> None:
+        """Queue a system message ahead of user work and wake the owner."""
+        self.system.append(message)
+        self._signal.put(None)
+        self.put(WAKE_ENVELOPE)
+
+    def wait_system(self, timeout: float | None) -> None:
+        """Block until a system message is posted or ``timeout`` passes."""
+        with suppress(Empty):
+            self._signal.get(timeout=timeout)
+
+    def drain(self) -> list[Envelope]:
+        """Take every queued user envelope (WAKE ones are skipped) and call
+        every space waiter: nothing will be consumed any more."""
+        taken = _drain(self.get)
+        self._call_waiters()
+        return taken
+
+
+class LoopMailbox(_Room):
     """The mailbox of an actor run by the event loop.
 
     ``put`` queues and, when the actor is idle, schedules it on the loop
     (``wake``); a burst of puts costs one wake-up, because ``scheduled``
-    stays set until the consumer finds the lane empty. The system lane is
-    made on first use (most light actors never get a system message).
-    ``scheduled`` is written by producers (False -> True) and by the
-    consumer on the loop; a rare double wake-up is harmless.
+    stays set until the consumer finds the lane empty (or while the actor
+    is suspended). The system lane is made on first use: most light actors
+    never get a system message. ``scheduled`` is set by producers and
+    cleared by the consumer on the loop; a rare second wake-up is harmless.
     """
 
-    __slots__ = ("_enqueue", "_wake", "scheduled")
+    __slots__ = ("_queue", "_wake", "scheduled", "system")
 
     def __init__(self, capacity: int, wake: Callable[[], None]) -> None:
-        queue: SimpleQueue[Envelope] = SimpleQueue()
         self.capacity = capacity
         self.low_water = capacity // 2
-        self._enqueue = queue.put
-        self.get = queue.get
-        self.qsize = queue.qsize
-        self.system = None
-        self._signal = None
         self._space = None
+        self._queue: SimpleQueue[Envelope] = SimpleQueue()
         self._wake = wake
         self.scheduled = False
-        self.put = self._put
+        self.system: deque[Any] | None = None
 
-    def _put(self, envelope: Envelope) -> None:
-        self._enqueue(envelope)
+    def put(self, envelope: Envelope) -> None:
+        """Queue a user envelope and schedule the consumer if idle (any thread)."""
+        self._queue.put(envelope)
         if not self.scheduled:
             self.scheduled = True
             self._wake()
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    def get(self) -> Envelope:
+        """The next user envelope; raises ``queue.Empty`` (the loop)."""
+        return self._queue.get(False)
 
     def post_system(self, message: Any) -> None:
         """Queue a system message ahead of user work and wake the consumer."""
@@ -215,5 +218,19 @@ class LoopMailbox(Mailbox):
         self.scheduled = True
         self._wake()
 
-    def wait_system(self, timeout: float | None) -> None:
-        raise RuntimeError("an event loop mailbox is never waited on")
+    def drain(self) -> list[Envelope]:
+        """As :meth:`Mailbox.drain`."""
+        taken = _drain(self._queue.get)
+        self._call_waiters()
+        return taken
+
+
+def _drain(get: Callable[[bool], Envelope]) -> list[Envelope]:
+    taken: list[Envelope] = []
+    while True:
+        try:
+            envelope = get(False)
+        except Empty:
+            return taken
+        if envelope[0] != WAKE:
+            taken.append(envelope)

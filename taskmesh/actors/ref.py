@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from _thread import get_ident
 from typing import TYPE_CHECKING, Any
 
-from taskmesh.actors.flow import wait_for_room
-from taskmesh.actors.future import Reply
+from taskmesh.actors.flow import current_cell, wait_for_room, wait_for_room_async
+from taskmesh.actors.future import Reply, no_waiting_on
 from taskmesh.actors.mailbox import STOP
-from taskmesh.errors import ActorError, ActorNotFound
+from taskmesh.errors import ActorError, ActorNotFound, MailboxFull
 
 if TYPE_CHECKING:
     from taskmesh.actors.cell import Cell
@@ -105,14 +106,35 @@ class ActorRef:
             cell = self._live_cell()
             if cell is None:
                 raise ActorNotFound(f"no actor named {self.name!r}")
-        if cell.thread_id == get_ident():
+        if cell.thread_id == get_ident() or (
+            cell.thread_id == -1 and current_cell.get() is cell and cell.max_concurrency == 1
+        ):
             raise ActorError(f"actor {self.name!r} asked itself: that would deadlock")
         mailbox = cell.mailbox
         deadline = None if timeout is None else _monotonic() + timeout
+        reply = Reply(deadline)
         if mailbox.qsize() >= mailbox.capacity:
             wait = self._system.send_timeout if timeout is None else timeout
+            if _running_loop() is not None:  # never block a coroutine's loop: send later
+                _background(self._send_when_room(cell, message, reply, wait, idempotency_key))
+                return reply
             wait_for_room(cell, message, timeout=wait, ask=True)
-        reply = Reply(deadline)
+        return self._put_ask(cell, message, reply, idempotency_key)
+
+    async def _send_when_room(
+        self, cell: Cell, message: Any, reply: Reply, wait: float, idempotency_key: str | None
+    ) -> None:
+        try:
+            await wait_for_room_async(cell, message, timeout=wait, ask=True)
+        except MailboxFull as error:
+            reply.fail(error)
+            return
+        self._put_ask(cell, message, reply, idempotency_key)
+
+    def _put_ask(
+        self, cell: Cell, message: Any, reply: Reply, idempotency_key: str | None
+    ) -> Reply:
+        mailbox, deadline = cell.mailbox, reply.deadline
         if idempotency_key is None:
             mailbox.put((0, message, reply, deadline))
         else:
@@ -136,8 +158,29 @@ class ActorRef:
         """
         if timeout is None:
             timeout = self._system.ask_timeout
+        where = no_waiting_on(get_ident())
+        if where is not None:  # refuse before sending, not after
+            raise ActorError(f"cannot make a sync ask on {where}: use `await ref.ask_async(...)`")
         reply = self.ask_async(message, timeout=timeout, idempotency_key=idempotency_key)
         return reply.get(timeout)
+
+    async def tell_async(self, message: Any) -> None:
+        """Send ``message`` from a coroutine: like :meth:`tell`, but a full
+        mailbox suspends the coroutine, not its thread, until there is room
+        (within the system's ``send_timeout``; then a ``mailbox_full`` dead
+        letter and :class:`MailboxFull`)."""
+        cell = self._cell
+        if cell is None or not cell.alive:
+            cell = self._live_cell()
+            if cell is None:
+                self._system.dead_letters.record(self.name, message, "actor_not_found")
+                return
+        mailbox = cell.mailbox
+        if mailbox.qsize() >= mailbox.capacity:
+            await wait_for_room_async(cell, message, timeout=self._system.send_timeout, ask=False)
+        mailbox.put((0, message, None, None))
+        if not cell.alive:
+            cell.drain_dead()
 
     def stop(self, *, timeout: float | None = 10.0) -> bool:
         """Stop the actor after the messages already queued (a normal exit).
@@ -174,3 +217,20 @@ class ActorRef:
         cell = self._live_cell()
         if cell is not None:
             cell.remove_watcher(watcher)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_sending: set[asyncio.Task[None]] = set()
+"""Sends waiting for room on behalf of ``ask_async`` (kept referenced)."""
+
+
+def _background(step: Any) -> None:
+    task = asyncio.get_running_loop().create_task(step)
+    _sending.add(task)
+    task.add_done_callback(_sending.discard)

@@ -1,8 +1,9 @@
 """ActorSystem: the local half of a node.
 
 It owns the name table, the root guardian that supervises every top-level
-actor, the dead letters, the timer thread and the defaults (mailbox size,
-ask timeout, restart intensity). A :class:`~taskmesh.Node` wraps one and
+actor, the dead letters, the timer thread, the event loop of its async
+actors (started with the first one) and the defaults (mailbox size, ask and
+send timeouts, restart intensity). A :class:`~taskmesh.Node` wraps one and
 adds the transport and the cluster; it also works alone, in one process.
 """
 
@@ -12,24 +13,28 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
-from taskmesh.actors.actor import Actor
+from taskmesh.actors.actor import Actor, is_async_actor
 from taskmesh.actors.cell import Cell
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import ReplyTo
 from taskmesh.actors.idempotency import IdempotencyCache
+from taskmesh.actors.loop import ActorLoop
+from taskmesh.actors.loopcell import LoopCell
 from taskmesh.actors.mailbox import REMOTE
 from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.actors.ref import ActorRef
-from taskmesh.actors.supervisor import Backoff, Child, Guardian
+from taskmesh.actors.supervisor import Backoff, Child, Guardian, Supervisor
+from taskmesh.actors.threadcell import ThreadCell
 from taskmesh.actors.timers import Scheduler
 from taskmesh.errors import ActorNotFound, ConfigError, MailboxFull, NameTaken
 
 if TYPE_CHECKING:
     from taskmesh.node import Node
 
-__all__ = ["ActorSystem", "NameDirectory"]
+__all__ = ["ActorInfo", "ActorSystem", "NameDirectory"]
 
 log = logging.getLogger("taskmesh.actors")
 
@@ -49,6 +54,20 @@ class NameDirectory(Protocol):
     def claim(self, name: str, capabilities: tuple[str, ...], *, unique: bool) -> None: ...
 
     def release(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ActorInfo:
+    """A snapshot of one live actor: its class, ``kind`` (``"thread"`` or
+    ``"async"``), ``generation`` (1, plus one per restart), whether its
+    first ``on_start`` has run, and how many messages wait in its mailbox."""
+
+    name: str
+    actor: str
+    kind: str
+    generation: int
+    started: bool
+    mailbox: int
 
 
 class ActorSystem:
@@ -100,6 +119,7 @@ class ActorSystem:
         self.dead_letters = DeadLetters(log_interval=dead_letter_log_interval)
         self.idempotency = IdempotencyCache(capacity=idempotency_capacity, ttl=idempotency_ttl)
         self.scheduler = Scheduler()
+        self._loop = ActorLoop()
         self._cells: dict[str, Cell] = {}
         self._lock = threading.Lock()
         self._anonymous = itertools.count(1)
@@ -109,21 +129,22 @@ class ActorSystem:
         self._directory = directory
         self.node: Node | None = None
         """The :class:`~taskmesh.Node` that owns this system, if any."""
-        self._guardian_cell = Cell(
-            self,
+        root = Child(
+            Guardian,
             "_guardian",
-            lambda: Guardian(
-                on_tree_failure=self._tree_failed,
-                max_restarts=max_restarts,
-                within=within,
-                backoff=backoff,
-            ),
-            parent=None,
-            capacity=mailbox_size,
-            restart="permanent",
+            "permanent",
+            kwargs={
+                "on_tree_failure": self._tree_failed,
+                "max_restarts": max_restarts,
+                "within": within,
+                "backoff": backoff,
+            },
+        )
+        self._guardian_cell = ThreadCell(
+            self, "_guardian", root, parent=None, capacity=mailbox_size, restart="permanent"
         )
         self._guardian_cell.start()
-        self._guardian_cell.started.wait()
+        self._guardian_cell.when_started().get()
         guardian = self._guardian_cell.instance
         assert isinstance(guardian, Guardian)
         self._guardian = guardian
@@ -145,15 +166,22 @@ class ActorSystem:
         ``args``/``kwargs`` go to the actor's constructor (again at every
         restart). ``name`` must be unique (:class:`NameTaken` otherwise); one
         is generated when omitted. Top-level actors are ``transient`` by
-        default: restarted after a failure, not after a normal stop. Returns
-        once the actor's ``on_start`` has run.
+        default: restarted after a failure, not after a normal stop.
+
+        Returns once the actor is registered and its ``on_start`` is
+        scheduled, without waiting for ``on_start``: messages sent meanwhile
+        wait in its mailbox. A failing ``on_start`` is reported to the
+        supervisor (the root, for a top-level actor), which restarts the
+        actor like after a failure in ``receive``; the caller is not told.
+        A :class:`Supervisor` is the exception: its spawn returns once its
+        children have started, in order, so that their names resolve.
         """
         if self._stopped:
             raise ConfigError("this actor system is stopped")
         spec = Child(
             actor, name, restart, args, kwargs, mailbox_size, self.stop_timeout, max_attempts
         )
-        cell = self._guardian.start_child(spec)
+        cell = self._guardian.start_child(spec, wait=issubclass(actor, Supervisor))
         return cell.ref
 
     def ref(self, name: str) -> ActorRef:
@@ -162,6 +190,39 @@ class ActorSystem:
         if cell is None or not cell.alive:
             raise ActorNotFound(f"no actor named {name!r}")
         return cell.ref
+
+    def local(self, name: str) -> ActorRef | None:
+        """A ref to the live actor ``name`` in this system, or None (any thread)."""
+        cell = self._cells.get(name)
+        if cell is None or not cell.alive:
+            return None
+        return cell.ref
+
+    def stop_actor(self, name: str, timeout: float | None = None) -> bool:
+        """Stop the actor ``name`` for good, whatever its restart type (a
+        supervisor does not restart it), and wait up to ``timeout`` seconds
+        (default ``stop_timeout``; 0 does not wait). The stop overtakes the
+        messages queued for it, which become dead letters. Returns whether
+        it had ended by then; True if no such actor lives. Any thread but
+        the event loop's (there, pass 0)."""
+        cell = self._cells.get(name)
+        if cell is None:
+            return True
+        return cell.stop_and_wait(self.stop_timeout if timeout is None else timeout)
+
+    def info(self, name: str) -> ActorInfo | None:
+        """What is known about the live actor ``name`` now, or None (any thread)."""
+        cell = self._cells.get(name)
+        if cell is None or not cell.alive:
+            return None
+        return ActorInfo(
+            name=name,
+            actor=cell.spec.actor.__name__,
+            kind="async" if isinstance(cell, LoopCell) else "thread",
+            generation=cell.generation,
+            started=cell.is_started(),
+            mailbox=cell.mailbox.qsize(),
+        )
 
     def names(self) -> list[str]:
         """The names of the live actors, sorted."""
@@ -201,9 +262,10 @@ class ActorSystem:
             if reply is None:
                 return  # a repeat: answered from memory, or waits for the first
         if cell.inline:
-            if cell.try_inline(message, reply, deadline):
+            inline = cast(ThreadCell, cell)
+            if inline.try_inline(message, reply, deadline):
                 return
-            cell.io_queued += 1
+            inline.io_queued += 1
             mailbox.put((REMOTE, message, reply, deadline))
         else:
             mailbox.put((0, message, reply, deadline))
@@ -235,6 +297,7 @@ class ActorSystem:
         self._stopped = True
         self._guardian_cell.stop_and_wait(self.stop_timeout * 2)
         self.scheduler.stop()
+        self._loop.stop(self.stop_timeout)
 
     def __enter__(self) -> ActorSystem:
         return self
@@ -244,18 +307,10 @@ class ActorSystem:
 
     # --- runtime internals ------------------------------------------------
 
-    def _new_cell(
-        self,
-        factory: Callable[[], Actor],
-        name: str | None,
-        actor: type[Actor],
-        *,
-        parent: Cell,
-        capacity: int | None,
-        restart: str,
-        max_attempts: int | None = None,
-    ) -> Cell:
-        """Create and register (but not start) a cell (any thread)."""
+    def _new_cell(self, spec: Child, *, parent: Cell) -> Cell:
+        """Create and register (but not start) a cell for ``spec``: a
+        thread of its own, or the event loop for an async actor (any thread)."""
+        actor, name, capacity = spec.actor, spec.name, spec.mailbox_size
         if name is None:
             name = f"_{actor.__name__.lower()}-{next(self._anonymous)}"
         validate_name(name)
@@ -269,16 +324,29 @@ class ActorSystem:
             validate_capability(capability)
         if capacity is not None and capacity < 1:
             raise ConfigError(f"mailbox_size must be >= 1, got {capacity!r}")
-        cell = Cell(
-            self,
-            name,
-            factory,
-            parent=parent,
-            capacity=capacity or self.mailbox_size,
-            restart=restart,
-            max_attempts=max_attempts or self.max_attempts,
-            inline=bool(getattr(actor, "inline", False)),
-        )
+        cell: Cell
+        if is_async_actor(actor):
+            cell = LoopCell(
+                self,
+                name,
+                spec,
+                parent=parent,
+                capacity=capacity or self.mailbox_size,
+                restart=spec.restart,
+                max_attempts=spec.max_attempts or self.max_attempts,
+                loop=self._loop,
+            )
+        else:
+            cell = ThreadCell(
+                self,
+                name,
+                spec,
+                parent=parent,
+                capacity=capacity or self.mailbox_size,
+                restart=spec.restart,
+                max_attempts=spec.max_attempts or self.max_attempts,
+                inline=bool(actor.inline),
+            )
         with self._lock:
             held = self._cells.get(name)
             if held is not None and held.alive:

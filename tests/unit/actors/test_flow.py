@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -10,15 +11,15 @@ import pytest
 import taskmesh
 from taskmesh.actors import ActorSystem
 from taskmesh.actors.future import forbid_waiting
-from tests.unit.actors.support import Worker
+from tests.unit.actors.support import Both, Gate, Kind, Worker
 from tests.waiting import wait_until
 
 
-class Counter(taskmesh.Actor):
+class Counter(Both):
     def __init__(self) -> None:
         self.count = 0
 
-    def receive(self, message: Any) -> Any:
+    async def handle(self, message: Any) -> Any:
         if message == "count":
             return self.count
         self.count += 1
@@ -26,9 +27,9 @@ class Counter(taskmesh.Actor):
 
 
 def test_300000_tells_from_a_producer_thread_to_a_default_mailbox_all_arrive(
-    system: ActorSystem,
+    system: ActorSystem, kind: Kind
 ) -> None:
-    ref = system.spawn(Counter, name="c")
+    ref = system.spawn(kind(Counter), name="c")
     sent = 300_000
 
     def produce() -> None:
@@ -42,9 +43,9 @@ def test_300000_tells_from_a_producer_thread_to_a_default_mailbox_all_arrive(
     assert system.dead_letters.total == 0
 
 
-def full_worker(system: ActorSystem, size: int) -> tuple[taskmesh.ActorRef, threading.Event]:
-    gate = threading.Event()
-    ref = system.spawn(Worker, name="w", gate=gate, mailbox_size=size)
+def full_worker(system: ActorSystem, size: int, kind: Kind) -> tuple[taskmesh.ActorRef, Gate]:
+    gate = Gate()
+    ref = system.spawn(kind(Worker), name="w", gate=gate, mailbox_size=size)
     ref.tell("wait")
     wait_until(lambda: system.mailbox_depths()["w"] == 0, message="the actor took 'wait'")
     for i in range(size):
@@ -53,9 +54,9 @@ def full_worker(system: ActorSystem, size: int) -> tuple[taskmesh.ActorRef, thre
 
 
 def test_a_tell_to_a_full_mailbox_blocks_until_there_is_room_and_arrives(
-    system: ActorSystem,
+    system: ActorSystem, kind: Kind
 ) -> None:
-    ref, gate = full_worker(system, 3)
+    ref, gate = full_worker(system, 3, kind)
     returned = threading.Event()
 
     def send() -> None:
@@ -72,9 +73,11 @@ def test_a_tell_to_a_full_mailbox_blocks_until_there_is_room_and_arrives(
     sender.join(10)
 
 
-def test_a_tell_that_finds_no_room_within_the_send_timeout_raises_and_is_a_dead_letter() -> None:
+def test_a_tell_that_finds_no_room_within_the_send_timeout_raises_and_is_a_dead_letter(
+    kind: Kind,
+) -> None:
     with taskmesh.ActorSystem(send_timeout=0.1) as system:
-        ref, gate = full_worker(system, 2)
+        ref, gate = full_worker(system, 2, kind)
         with pytest.raises(taskmesh.MailboxFull, match=r"no room within 0\.1 s"):
             ref.tell("refused")
         letters = system.dead_letters.recent()
@@ -84,9 +87,9 @@ def test_a_tell_that_finds_no_room_within_the_send_timeout_raises_and_is_a_dead_
 
 
 def test_an_ask_to_a_full_mailbox_waits_for_room_within_its_own_timeout(
-    system: ActorSystem,
+    system: ActorSystem, kind: Kind
 ) -> None:
-    ref, gate = full_worker(system, 2)
+    ref, gate = full_worker(system, 2, kind)
     with pytest.raises(taskmesh.MailboxFull):
         ref.ask("too late", timeout=0.1)
     assert system.dead_letters.total == 0, "a refused ask is an error, not a dead letter"
@@ -98,9 +101,9 @@ def test_an_ask_to_a_full_mailbox_waits_for_room_within_its_own_timeout(
     assert answers == ["patient"]
 
 
-def test_a_thread_that_must_not_block_sheds_a_tell_to_a_full_mailbox_at_once() -> None:
+def test_a_thread_that_must_not_block_sheds_a_tell_to_a_full_mailbox_at_once(kind: Kind) -> None:
     with taskmesh.ActorSystem(send_timeout=60) as system:
-        ref, gate = full_worker(system, 2)
+        ref, gate = full_worker(system, 2, kind)
         errors: list[BaseException] = []
 
         def io_thread() -> None:
@@ -120,37 +123,41 @@ def test_a_thread_that_must_not_block_sheds_a_tell_to_a_full_mailbox_at_once() -
         gate.set()
 
 
-class Chatty(taskmesh.Actor):
-    """On ("go", peer, n) tells ``peer`` n messages; counts what it gets."""
+class Chatty(Both):
+    """On ("go", peer, n) tells ``peer`` n messages (an async actor with
+    ``tell_async``); counts what it gets."""
 
     def __init__(self) -> None:
         self.got = 0
 
-    def receive(self, message: Any) -> Any:
+    async def handle(self, message: Any) -> Any:
         if message == "got":
             return self.got
         if isinstance(message, tuple):
             _, peer, n = message
             target = self.ref if peer == "self" else self.system.ref(peer)
             for i in range(n):
-                target.tell(i)
+                if asyncio.iscoroutinefunction(type(self).receive):
+                    await target.tell_async(i)
+                else:
+                    target.tell(i)
             return None
         self.got += 1
         return None
 
 
-def test_an_actor_telling_itself_past_a_full_mailbox_does_not_wait() -> None:
+def test_an_actor_telling_itself_past_a_full_mailbox_does_not_wait(kind: Kind) -> None:
     with taskmesh.ActorSystem(send_timeout=60) as system:
-        ref = system.spawn(Chatty, name="me", mailbox_size=2)
+        ref = system.spawn(kind(Chatty), name="me", mailbox_size=2)
         ref.tell(("go", "self", 50))
         wait_until(lambda: ref.ask("got", timeout=30) == 50, timeout=30)
         assert system.dead_letters.total == 0
 
 
-def test_two_actors_telling_each_other_in_a_cycle_do_not_deadlock() -> None:
+def test_two_actors_telling_each_other_in_a_cycle_do_not_deadlock(kind: Kind) -> None:
     with taskmesh.ActorSystem(send_timeout=60) as system:
-        a = system.spawn(Chatty, name="a", mailbox_size=2)
-        b = system.spawn(Chatty, name="b", mailbox_size=2)
+        a = system.spawn(kind(Chatty), name="a", mailbox_size=2)
+        b = system.spawn(kind(Chatty), name="b", mailbox_size=2)
         a.tell(("go", "b", 200))
         b.tell(("go", "a", 200))
         # Without the cycle rule both would wait for the 60 s send timeout.
@@ -158,8 +165,8 @@ def test_two_actors_telling_each_other_in_a_cycle_do_not_deadlock() -> None:
         assert system.dead_letters.total == 0
 
 
-def test_a_blocked_sender_is_released_when_the_actor_stops(system: ActorSystem) -> None:
-    ref, gate = full_worker(system, 2)
+def test_a_blocked_sender_is_released_when_the_actor_stops(system: ActorSystem, kind: Kind) -> None:
+    ref, gate = full_worker(system, 2, kind)
     returned = threading.Event()
 
     def send() -> None:

@@ -7,13 +7,15 @@ import pytest
 import taskmesh
 from taskmesh.actors import ActorSystem
 from taskmesh.actors.mailbox import Mailbox
-from tests.unit.actors.support import Worker
+from tests.unit.actors.support import Gate, Kind, Worker
 from tests.waiting import wait_until
 
 
-def test_block_false_sheds_a_tell_to_a_full_mailbox_at_once(system: ActorSystem) -> None:
-    gate = threading.Event()
-    ref = system.spawn(Worker, name="w", gate=gate, mailbox_size=100)
+def test_block_false_sheds_a_tell_to_a_full_mailbox_at_once(
+    system: ActorSystem, kind: Kind
+) -> None:
+    gate = Gate()
+    ref = system.spawn(kind(Worker), name="w", gate=gate, mailbox_size=100)
     ref.tell("wait")
     wait_until(lambda: system.mailbox_depths()["w"] == 0)
     for i in range(10_000):
@@ -24,10 +26,10 @@ def test_block_false_sheds_a_tell_to_a_full_mailbox_at_once(system: ActorSystem)
     assert ref.ask("handled") == list(range(100))
 
 
-def test_the_system_default_mailbox_size_applies() -> None:
+def test_the_system_default_mailbox_size_applies(kind: Kind) -> None:
     with taskmesh.ActorSystem(mailbox_size=2, send_timeout=0.05) as system:
-        gate = threading.Event()
-        ref = system.spawn(Worker, name="w", gate=gate)
+        gate = Gate()
+        ref = system.spawn(kind(Worker), name="w", gate=gate)
         ref.tell("wait")
         wait_until(lambda: system.mailbox_depths()["w"] == 0)
         ref.tell(1)
