@@ -104,14 +104,21 @@ class ActorLoop:
                 log.debug("message for %r after the event loop stopped", cell.name)
 
     def _take_ready(self) -> None:
-        """Run every cell put in the ready queue (the loop)."""
-        self._woken = False  # before taking: a later put wakes the loop again
-        get = self._ready.get
+        """Run every cell put in the ready queue (the loop). Producers that
+        put while it runs see ``_woken`` set and do not wake the loop again;
+        it is cleared only once the queue is found empty, and the queue is
+        looked at once more after clearing it, so no put is stranded."""
+        ready = self._ready
+        get = ready.get
         while True:
             try:
                 cell = get(False)
             except Empty:
-                return
+                self._woken = False
+                if ready.empty():
+                    return
+                self._woken = True
+                continue
             try:
                 cell._run()
             except Exception:

@@ -108,7 +108,10 @@ class LoopCell(Cell):
     def _run(self) -> None:
         """Handle what is due: lifecycle here when it cannot suspend, user
         messages in a drain task. Called by the loop when scheduled."""
-        if self._task is not None or self.ended:
+        if self._task is not None:
+            self._poke()  # a drain waiting for a free slot looks at the system lane
+            return
+        if self.ended:
             return
         if not self._sync_life:
             self._task = asyncio.get_running_loop().create_task(self._drain())
