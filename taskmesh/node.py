@@ -272,9 +272,7 @@ class Node:
 
     def _stop_singleton(self, name: str) -> None:
         """Placement callback (watch or lease thread): stop it here, now."""
-        cell = self.system._cells.get(name)
-        if cell is not None:
-            cell.stop_and_wait(self.system.stop_timeout)
+        self.system.stop_actor(name)
 
     def ref(self, name: str) -> NamedRef:
         """A ref to the actor ``name`` on any node of the cluster."""
@@ -295,9 +293,9 @@ class Node:
     # --- Resolver: how named and capability refs find targets -----------------
 
     def resolve(self, name: str) -> Located | None:
-        cell = self.system._cells.get(name)
-        if cell is not None and cell.alive:
-            return self.node_id, cell.ref
+        local = self.system.local(name)
+        if local is not None:
+            return self.node_id, local
         member, peers = self.member, self._peers
         record = member.lookup(name) if member else None
         if record is None or peers is None or record.node == self.node_id:
@@ -313,9 +311,9 @@ class Node:
         targets: list[Located] = []
         for route in member.route(capability, strategy, key=key, exclude=exclude):  # type: ignore[arg-type]
             if route.node == self.node_id:
-                cell = self.system._cells.get(route.actor)
-                if cell is not None and cell.alive:
-                    targets.append((self.node_id, cell.ref))
+                local = self.system.local(route.actor)
+                if local is not None:
+                    targets.append((self.node_id, local))
             else:
                 targets.append((route.node, peers.ref(route.node, route.address, route.actor)))
         return targets

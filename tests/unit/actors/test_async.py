@@ -14,6 +14,7 @@ import pytest
 
 import taskmesh
 from taskmesh.actors import ActorSystem
+from taskmesh.actors.future import Reply, forbid_waiting
 from taskmesh.errors import ActorError
 from tests.unit.actors.support import Both, Gate, Kind, Worker
 from tests.waiting import wait_until
@@ -298,3 +299,38 @@ def test_a_supervisor_starts_its_children_in_order_each_on_start_finishing_first
     # the supervisor's spawn returns once its children are up, so their names resolve
     assert log == ["begin a", "end a", "begin b", "end b", "begin c", "end c"]
     assert system.ref("c").ask("ping") is None
+
+
+class Recorder(taskmesh.Actor):
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    async def receive(self, message: Any) -> Any:
+        if message == "seen":
+            return list(self.seen)
+        self.seen.append(message)
+        return message
+
+
+def test_deliver_from_an_io_thread_reaches_async_actors_in_order(system: ActorSystem) -> None:
+    refs = [system.spawn(Recorder, name=f"r{i}") for i in range(3)]
+    replies: list[Reply] = []
+
+    def io_thread() -> None:  # stands in for the transport's I/O thread: must never block
+        forbid_waiting(threading.get_ident())
+        try:
+            for n in range(3_000):
+                reply = Reply()
+                system.deliver(f"r{n % 3}", n, reply, None)
+                replies.append(reply)
+                system.deliver(f"r{n % 3}", -n, None, None)
+        finally:
+            forbid_waiting(threading.get_ident(), False)
+
+    thread = threading.Thread(target=io_thread)
+    thread.start()
+    thread.join(30)
+    assert [reply.get(30) for reply in replies] == list(range(3_000))
+    for i, ref in enumerate(refs):
+        expected = [m for n in range(i, 3_000, 3) for m in (n, -n)]
+        assert ref.ask("seen") == expected
