@@ -93,7 +93,7 @@ class ActorLoop:
         loop = self.loop
         assert loop is not None
         if get_ident() == self.thread_id:
-            loop.call_soon(cell._run)
+            cell._kick()
             return
         self._ready.put(cell)
         if not self._woken:

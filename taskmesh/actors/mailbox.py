@@ -181,13 +181,14 @@ class LoopMailbox(_Room):
     cleared by the consumer on the loop; a rare second wake-up is harmless.
     """
 
-    __slots__ = ("_queue", "_wake", "scheduled", "system")
+    __slots__ = ("_queue", "_wake", "qsize", "scheduled", "system")
 
     def __init__(self, capacity: int, wake: Callable[[], None]) -> None:
         self.capacity = capacity
         self.low_water = capacity // 2
         self._space = None
         self._queue: SimpleQueue[Envelope] = SimpleQueue()
+        self.qsize = self._queue.qsize  # type: ignore[method-assign]  # every send reads it
         self._wake = wake
         self.scheduled = False
         self.system: deque[Any] | None = None
@@ -198,9 +199,6 @@ class LoopMailbox(_Room):
         if not self.scheduled:
             self.scheduled = True
             self._wake()
-
-    def qsize(self) -> int:
-        return self._queue.qsize()
 
     def get(self) -> Envelope:
         """The next user envelope; raises ``queue.Empty`` (the loop)."""
