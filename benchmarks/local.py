@@ -103,10 +103,11 @@ def main() -> None:
 
     results: dict[str, list[float]] = {k: [] for k in ("pt", "tt", "ts", "tb", "pa", "ta")}
     try:
-        for _ in range(opts.rounds):
+        for round_ in range(opts.rounds):
             results["pt"].append(bench_tells(pref.tell, pykka_ask, opts.tells))
-            results["tt"].append(bench_tells(tref.tell, tm_ask, opts.tells))
-            results["ts"].append(bench_tells(shed, tm_ask, opts.tells))
+            pair = [("tt", tref.tell), ("ts", shed)]  # the two compared rows, alternating
+            for key, tell in pair if round_ % 2 else reversed(pair):
+                results[key].append(bench_tells(tell, tm_ask, opts.tells))
             results["tb"].append(bench_tells(bounded.tell, bounded_ask, opts.tells))
             results["pa"].append(bench_asks(pykka_ask, opts.asks))
             results["ta"].append(bench_asks(tm_ask, opts.asks))

@@ -53,6 +53,8 @@ class ActorLoop:
 
     def start(self) -> asyncio.AbstractEventLoop:
         """Start the loop's thread if it is not running yet; return the loop."""
+        if self.loop is not None:  # every async spawn asks: skip the lock
+            return self.loop
         with self._lock:
             if self.loop is not None:
                 return self.loop
