@@ -53,10 +53,11 @@ class ActorLoop:
 
     def start(self) -> asyncio.AbstractEventLoop:
         """Start the loop's thread if it is not running yet; return the loop."""
-        if self.loop is not None:  # every async spawn asks: skip the lock
-            return self.loop
+        loop = self.loop
+        if loop is not None:  # every async spawn asks: skip the lock
+            return loop
         with self._lock:
-            if self.loop is not None:
+            if self.loop is not None:  # another thread started it meanwhile
                 return self.loop
             if self._stopped:
                 raise ConfigError("this actor system is stopped")
