@@ -107,6 +107,7 @@ def main() -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", opts.port))
+        sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
         port = sock.getsockname()[1]
         server = uvicorn.Server(uvicorn.Config(make_app(node), log_level="warning", lifespan="off"))
         print(f"web_gateway: serving at http://127.0.0.1:{port}", flush=True)
