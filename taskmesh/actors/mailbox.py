@@ -138,7 +138,10 @@ class Mailbox(_Room):
     the consumer.
     """
 
-    __slots__ = ("_signal", "get", "put", "qsize", "system")
+    __slots__ = ("_signal", "enqueue", "get", "put", "qsize", "system")
+
+    scheduled: Final = True
+    """Its thread always waits on it: a put never needs to schedule anything."""
 
     def __init__(self, capacity: int) -> None:
         queue: SimpleQueue[Envelope] = SimpleQueue()
@@ -146,6 +149,7 @@ class Mailbox(_Room):
         self.low_water = capacity // 2
         self._space = None
         self.put: Callable[[Envelope], None] = queue.put
+        self.enqueue = self.put
         self.get = queue.get
         self.qsize = queue.qsize  # type: ignore[method-assign]
         self.system: deque[Any] = deque()
@@ -181,7 +185,7 @@ class LoopMailbox(_Room):
     cleared by the consumer on the loop; a rare second wake-up is harmless.
     """
 
-    __slots__ = ("_queue", "_wake", "qsize", "scheduled", "system")
+    __slots__ = ("_queue", "_wake", "enqueue", "qsize", "scheduled", "system")
 
     def __init__(self, capacity: int, wake: Callable[[], None]) -> None:
         self.capacity = capacity
@@ -189,6 +193,7 @@ class LoopMailbox(_Room):
         self._space = None
         self._queue: SimpleQueue[Envelope] = SimpleQueue()
         self.qsize = self._queue.qsize  # type: ignore[method-assign]  # every send reads it
+        self.enqueue = self._queue.put
         self._wake = wake
         self.scheduled = False
         self.system: deque[Any] | None = None
@@ -199,6 +204,13 @@ class LoopMailbox(_Room):
         if not self.scheduled:
             self.scheduled = True
             self._wake()
+
+    def schedule(self) -> None:
+        """Wake the consumer after an ``enqueue`` found ``scheduled`` unset
+        (any thread). ``enqueue`` + this is ``put`` without a Python call
+        for the common case, on the tell path."""
+        self.scheduled = True
+        self._wake()
 
     def get(self) -> Envelope:
         """The next user envelope; raises ``queue.Empty`` (the loop)."""

@@ -85,7 +85,9 @@ class ActorRef:
                 self._system.dead_letters.record(self.name, message, "mailbox_full")
                 return
             wait_for_room(cell, message, timeout=self._system.send_timeout, ask=False)
-        mailbox.put((0, message, None, None))
+        mailbox.enqueue((0, message, None, None))
+        if not mailbox.scheduled:
+            mailbox.schedule()  # type: ignore[union-attr]  # only an event loop's mailbox
         if not cell.alive:  # raced the actor's end: its drain may have missed us
             cell.drain_dead()
 
@@ -178,7 +180,9 @@ class ActorRef:
         mailbox = cell.mailbox
         if mailbox.qsize() >= mailbox.capacity:
             await wait_for_room_async(cell, message, timeout=self._system.send_timeout, ask=False)
-        mailbox.put((0, message, None, None))
+        mailbox.enqueue((0, message, None, None))
+        if not mailbox.scheduled:
+            mailbox.schedule()  # type: ignore[union-attr]  # only an event loop's mailbox
         if not cell.alive:
             cell.drain_dead()
 
