@@ -272,6 +272,17 @@ class ActorSystem:
         if not cell.alive:  # raced the actor's end (mypy assumes it cannot change)
             cell.drain_dead()  # type: ignore[unreachable]
 
+    def on_space(self, name: str, callback: Callable[[], None]) -> bool:
+        """Call ``callback()`` once the mailbox of ``name`` has drained to
+        half its capacity (see :meth:`Mailbox.on_space`): on the actor's
+        thread or the event loop, so it must be short and never block.
+        Returns False, registering nothing, when there is room already or
+        no such actor lives (any thread; for the transport's flow control)."""
+        cell = self._cells.get(name)
+        if cell is None or not cell.alive:
+            return False
+        return cell.mailbox.on_space(callback)
+
     def mailbox_depths(self) -> dict[str, int]:
         """Queued user messages per live actor."""
         return {

@@ -180,3 +180,16 @@ def test_a_blocked_sender_is_released_when_the_actor_stops(system: ActorSystem, 
     assert returned.wait(30)
     sender.join(10)
     wait_until(lambda: system.dead_letters.counts().get("actor_stopped", 0) >= 1)
+
+
+def test_the_system_tells_a_non_consumer_when_a_full_mailbox_has_room(
+    system: ActorSystem, kind: Kind
+) -> None:
+    _, gate = full_worker(system, 4, kind)
+    room = threading.Event()
+    assert system.on_space("w", room.set) is True
+    assert system.on_space("nobody", room.set) is False
+    assert not room.is_set()
+    gate.set()
+    assert room.wait(30)
+    assert system.on_space("w", room.set) is False, "room already: nothing registered"
