@@ -165,6 +165,16 @@ def _await(resolver: Resolver, node: str, reply: Reply, deadline: float) -> Any:
             raise PeerUnreachable(f"node {node!r} is suspected or has left the cluster")
 
 
+async def _tell_async(target: Target, message: Any) -> None:
+    """A local actor waits for room without blocking the loop; a remote
+    tell never waits (the transport queues it)."""
+    tell_async = getattr(target, "tell_async", None)
+    if tell_async is not None:
+        await tell_async(message)
+    else:
+        target.tell(message)
+
+
 class NamedRef:
     """Reaches the actor registered under ``name``, wherever it runs."""
 
@@ -186,11 +196,21 @@ class NamedRef:
             return
         located[1].tell(message)
 
+    async def tell_async(self, message: Any) -> None:
+        """``tell`` from a coroutine: waits for room in a full local mailbox
+        without blocking the event loop (see ``ActorRef.tell_async``)."""
+        located = self._resolver.resolve(self.name)
+        if located is None:
+            self._resolver.dead_letters.record(self.name, message, "actor_not_found")
+            return
+        await _tell_async(located[1], message)
+
     def ask_async(
         self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
     ) -> Reply:
-        """Send and return a :class:`Reply`; raises :class:`ActorNotFound`
-        at once if no actor holds the name. No retries."""
+        """Send and return a :class:`Reply` (``await`` it in async code, or
+        ``get()`` it); raises :class:`ActorNotFound` at once if no actor
+        holds the name. No retries."""
         located = self._resolver.resolve(self.name)
         if located is None:
             raise ActorNotFound(f"no actor named {self.name!r} in the cluster")
@@ -270,6 +290,15 @@ class CapabilityRef:
         else:
             targets[0][1].tell(message)
 
+    async def tell_async(self, message: Any, *, key: str | None = None) -> None:
+        """``tell`` from a coroutine (see ``NamedRef.tell_async``)."""
+        targets = self._targets(key)
+        if not targets:
+            self._resolver.dead_letters.record(self.capability, message, "no_route")
+            return
+        for _, target in targets if self.strategy == "broadcast" else targets[:1]:
+            await _tell_async(target, message)
+
     def ask_async(
         self,
         message: Any,
@@ -278,7 +307,7 @@ class CapabilityRef:
         key: str | None = None,
         idempotency_key: str | None = None,
     ) -> Reply:
-        """Send to one holder and return a :class:`Reply`. No retries."""
+        """Send to one holder and return a :class:`Reply` (awaitable). No retries."""
         if self.strategy == "broadcast":
             raise ConfigError("a broadcast has no single reply: use tell")
         targets = self._targets(key)

@@ -8,6 +8,7 @@ script, a web handler or a notebook.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskmesh.actors.deadletters import DeadLetters
+from taskmesh.actors.future import Reply
 from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.addressing import CapabilityRef, Located, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, MemberInfo, Route
@@ -127,6 +129,15 @@ class Client:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> Client:
+        """``async with taskmesh.connect(...) as client:`` (already started)."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close in a worker thread: closing joins the transport's thread,
+        which must not block the event loop."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
     # --- messaging (caller's thread) ---------------------------------------
 
     def ref(self, name: str) -> NamedRef:
@@ -184,6 +195,24 @@ class Client:
     def workflows(self) -> list[WorkflowInfo]:
         """Running and recently finished workflows, newest first."""
         return self._workflows.list()
+
+    def ask_async(
+        self,
+        name: str,
+        message: Any,
+        *,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Reply:
+        """Ask the actor ``name``; returns a :class:`Reply` at once, to
+        ``await`` (from any event loop) or ``get()``. No retries."""
+        if timeout is None:
+            timeout = self.ask_timeout
+        return self.ref(name).ask_async(message, timeout=timeout, idempotency_key=idempotency_key)
+
+    async def tell_async(self, name: str, message: Any) -> None:
+        """Tell the actor ``name`` from a coroutine."""
+        await self.ref(name).tell_async(message)
 
     # --- cluster view (caller's thread, from caches) ------------------------
 

@@ -78,11 +78,14 @@ class ActorNotFound(ActorError, LookupError):
 
 
 class MailboxFull(ActorError):
-    """The target's bounded mailbox is full, so the ask was refused.
+    """The target's bounded mailbox stayed full: no room came within the
+    send timeout (a tell; the message is also a ``mailbox_full`` dead
+    letter) or the ask's timeout, or the sender is a thread that must not
+    wait (an event loop, the transport's I/O thread).
 
-    This is backpressure: the receiver is slower than its senders. Retry
-    later, slow down, or raise the mailbox size. (A ``tell`` to a full
-    mailbox becomes a dead letter instead of raising.)
+    This is backpressure: the receiver is slower than its senders. Slow
+    down, raise ``send_timeout`` or the mailbox size, or in async code use
+    ``await ref.tell_async(...)``, which waits without blocking the loop.
     """
 
 

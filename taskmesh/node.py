@@ -74,6 +74,7 @@ class Node:
         lease_ttl: float = 3.0,
         mailbox_size: int = 10_000,
         ask_timeout: float = 5.0,
+        send_timeout: float = 10.0,
         max_message_size: int = 4 * 1024 * 1024,
         grace_period: float = 10.0,
         max_restarts: int = 3,
@@ -111,6 +112,7 @@ class Node:
         self.system = ActorSystem(
             mailbox_size=mailbox_size,
             ask_timeout=ask_timeout,
+            send_timeout=send_timeout,
             max_restarts=max_restarts,
             within=within,
             backoff=backoff,

@@ -1,4 +1,5 @@
-"""The local actor runtime: actors, refs, mailboxes, supervisors, timers."""
+"""The local actor runtime: actors (threaded and async), refs, mailboxes and
+flow control, supervisors, timers."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from taskmesh.actors.messages import Terminated
 from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.actors.ref import ActorRef
 from taskmesh.actors.supervisor import Backoff, Child, Supervisor
-from taskmesh.actors.system import ActorSystem
+from taskmesh.actors.system import ActorInfo, ActorSystem
 from taskmesh.actors.timers import Timers
 
 __all__ = [
     "Actor",
+    "ActorInfo",
     "ActorRef",
     "ActorSystem",
     "Backoff",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from taskmesh.errors import ActorError
+from taskmesh.errors import ActorError, ConfigError
 
 if TYPE_CHECKING:
     from taskmesh.actors.cell import Cell
@@ -13,7 +14,9 @@ if TYPE_CHECKING:
     from taskmesh.actors.timers import Timers
     from taskmesh.node import Node
 
-__all__ = ["Actor"]
+__all__ = ["Actor", "is_async_actor", "lifecycle_is_sync"]
+
+_HOOKS = ("on_start", "on_stop", "on_restart")
 
 
 class Actor:
@@ -24,7 +27,18 @@ class Actor:
     the supervisor, whose decider resumes, restarts (a fresh instance at the
     same name and address, queued messages kept), stops or escalates.
 
-    Lifecycle of one name (each box runs in the actor's own thread)::
+    Two kinds, chosen by how ``receive`` is written:
+
+    - ``def receive``: a **threaded** actor, with a thread of its own; its
+      code may block (sleep, file or socket I/O, sync asks);
+    - ``async def receive``: an **async** actor, run on the actor system's
+      (the node's) event loop, with no thread of its own; while it awaits,
+      other actors run. Its ``on_start``/``on_stop``/``on_restart`` may be
+      ``async def`` too. It must not block: use ``await
+      ref.ask_async(...)`` and ``await ref.tell_async(...)``.
+
+    Lifecycle of one name (each box runs in the actor's own thread, or on
+    the event loop for an async actor)::
 
         __init__ -> on_start -> receive ... -> on_stop          (stop)
                                    |  failure, decider says restart
@@ -53,10 +67,18 @@ class Actor:
     heartbeat of the node (for over a second, and peers suspect it).
     """
 
+    max_concurrency: ClassVar[int] = 1
+    """How many ``receive`` calls of an async actor may run at once (each
+    awaiting, e.g. I/O). 1, the default, is one message at a time. Above 1,
+    messages start in mailbox order but may finish in any order; a restart
+    or stop for good cancels the others still running (their asks fail
+    with :class:`ActorError`), a normal exit lets them finish."""
+
     _cell: Cell
 
     def receive(self, message: Any) -> Any:
-        """Handle one message; runs in the actor's own thread.
+        """Handle one message; runs in the actor's own thread (or, written
+        as ``async def``, on the event loop).
 
         The default records the message as an ``unhandled`` dead letter.
         """
@@ -66,15 +88,20 @@ class Actor:
         return None
 
     def on_start(self) -> None:
-        """Runs in the actor's thread before its first message, on every
-        fresh instance (also after a restart, right after ``on_restart``)."""
+        """Runs in the actor's thread (an async actor's: on the event loop,
+        and it may be ``async def``) before its first message, on every
+        fresh instance (also after a restart, right after ``on_restart``).
+        ``spawn`` does not wait for it; a failure here is reported to the
+        supervisor like a failure in ``receive``."""
 
     def on_stop(self) -> None:
-        """Runs in the actor's thread when this instance ends: at a stop, and
-        on the old instance before a restart. Release resources here."""
+        """Runs in the actor's thread (or on the event loop; may be ``async
+        def`` there) when this instance ends: at a stop, and on the old
+        instance before a restart. Release resources here."""
 
     def on_restart(self, reason: BaseException | None) -> None:
-        """Runs in the actor's thread on the fresh instance of a restart,
+        """Runs in the actor's thread (or on the event loop; may be ``async
+        def`` there) on the fresh instance of a restart,
         before ``on_start``. ``reason`` is the failure that caused it, or
         ``None`` after a normal exit of a permanent child."""
 
@@ -134,3 +161,44 @@ class Actor:
     def unwatch(self, target: ActorRef) -> None:
         """Stop watching ``target``."""
         target._unwatch(self._context())
+
+
+_kinds: dict[type[Actor], bool] = {}
+_sync_lives: dict[type[Actor], bool] = {}
+
+
+def is_async_actor(actor: type[Actor]) -> bool:
+    """Whether ``actor`` runs on the event loop (its ``receive`` is
+    ``async def``); refuses mixed classes with :class:`ConfigError`."""
+    kind = _kinds.get(actor)
+    if kind is None:
+        kind = _kinds[actor] = _is_async_actor(actor)
+    return kind
+
+
+def _is_async_actor(actor: type[Actor]) -> bool:
+    if inspect.iscoroutinefunction(actor.receive):
+        if actor.inline:
+            raise ConfigError(f"{actor.__name__}: inline is for threaded actors, not async ones")
+        if not isinstance(actor.max_concurrency, int) or actor.max_concurrency < 1:
+            raise ConfigError(f"{actor.__name__}.max_concurrency must be an int >= 1")
+        return True
+    for hook in _HOOKS:
+        if inspect.iscoroutinefunction(getattr(actor, hook)):
+            raise ConfigError(
+                f"{actor.__name__}.{hook} is async but receive is not: make receive "
+                "`async def` too (async hooks run on the event loop)"
+            )
+    if actor.max_concurrency != 1:
+        raise ConfigError(f"{actor.__name__}: max_concurrency is for async actors")
+    return False
+
+
+def lifecycle_is_sync(actor: type[Actor]) -> bool:
+    """Whether none of ``actor``'s lifecycle hooks is ``async def``."""
+    sync = _sync_lives.get(actor)
+    if sync is None:
+        hooks = (*_HOOKS, "_before_stop")
+        sync = not any(inspect.iscoroutinefunction(getattr(actor, hook)) for hook in hooks)
+        _sync_lives[actor] = sync
+    return sync

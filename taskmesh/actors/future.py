@@ -3,18 +3,21 @@
 A :class:`Reply` is a lock that the asker holds from creation and the
 replier releases: the cheapest cross-thread wake-up CPython offers (cheaper
 than ``threading.Event`` or ``Condition``), which matters because every ask
-makes one.
+makes one. It is also awaitable from any asyncio event loop: the awaiting
+task is woken directly when the answer comes from the loop's own thread,
+and through ``call_soon_threadsafe`` only when it comes from another one.
 """
 
 from __future__ import annotations
 
+import asyncio
 from _thread import allocate_lock, get_ident
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
 from taskmesh.errors import ActorError, AskTimeout
 
-__all__ = ["Reply", "ReplyTo", "forbid_waiting"]
+__all__ = ["Reply", "ReplyTo", "forbid_waiting", "no_waiting_on"]
 
 
 class ReplyTo(Protocol):
@@ -32,36 +35,54 @@ class ReplyTo(Protocol):
 
 _UNSET: Any = object()
 
-_no_waiting: set[int] = set()
-"""Threads that must never block on a reply (a transport's I/O thread)."""
+_no_waiting: dict[int, str] = {}
+"""Threads that must never block (on a reply or on a full mailbox), with
+what they are: a transport's I/O thread, an actor system's event loop."""
+
+_ADVICE = {
+    "the transport's I/O thread": "an inline actor must not block; use tell or ask_async",
+    "the actor system's event loop": "use `await ref.ask_async(...)` in async code",
+}
 
 
-def forbid_waiting(thread_id: int, forbid: bool = True) -> None:
-    """Make :meth:`Reply.get` raise instead of blocking in thread
-    ``thread_id`` (or allow it again). A transport's I/O thread is such a
-    thread: an inline actor asking from it would wait for a reply only that
-    thread can read."""
+def forbid_waiting(
+    thread_id: int, forbid: bool = True, *, what: str = "the transport's I/O thread"
+) -> None:
+    """Make :meth:`Reply.get` (and a tell to a full mailbox) raise instead
+    of blocking in thread ``thread_id``, or allow it again. A transport's
+    I/O thread is such a thread (an inline actor asking from it would wait
+    for a reply only that thread can read), and so is an event loop (a
+    blocked loop runs none of its actors)."""
     if forbid:
-        _no_waiting.add(thread_id)
+        _no_waiting[thread_id] = what
     else:
-        _no_waiting.discard(thread_id)
+        _no_waiting.pop(thread_id, None)
+
+
+def no_waiting_on(thread_id: int) -> str | None:
+    """What thread ``thread_id`` is if it must never block, else None."""
+    return _no_waiting.get(thread_id) if _no_waiting else None
 
 
 class Reply:
     """A one-shot future for an ask.
 
     ``get`` runs in the asker's thread; ``set``/``fail`` in the replier's.
-    A late answer after the asker gave up is kept and ignored.
+    A late answer after the asker gave up is kept and ignored. ``await
+    reply`` works in any event loop; with a ``deadline`` (monotonic time,
+    set by a local ``ask_async(timeout=...)``) it raises
+    :class:`AskTimeout` once that passes.
     """
 
-    __slots__ = ("_callbacks", "_error", "_lock", "_value")
+    __slots__ = ("_callbacks", "_error", "_lock", "_value", "deadline")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         self._lock = allocate_lock()
         self._lock.acquire()
         self._value: Any = _UNSET
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[Reply], None]] | None = None
+        self.deadline = deadline
 
     def set(self, value: Any) -> None:
         """Answer with ``value``; runs in the replier's thread."""
@@ -114,9 +135,9 @@ class Reply:
         seconds (``None`` waits for ever).
         """
         if _no_waiting and get_ident() in _no_waiting and not self.done():
+            where = _no_waiting[get_ident()]
             raise ActorError(
-                "cannot wait for a reply on the transport's I/O thread: an inline "
-                "actor must not block; use tell or ask_async"
+                f"cannot wait for a reply on {where}: {_ADVICE.get(where, 'it must not block')}"
             )
         lock = self._lock
         acquired = lock.acquire() if timeout is None else lock.acquire(True, max(timeout, 0.0))
@@ -128,3 +149,37 @@ class Reply:
         if self._error is not None:
             raise self._error
         return self._value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """Wait for the answer without blocking the event loop (the
+        awaiting task's thread)."""
+        if not self.done():
+            loop = asyncio.get_running_loop()
+            woken = loop.create_future()
+            thread = get_ident()
+
+            def wake(_: Reply) -> None:  # the replier's thread
+                if get_ident() == thread:
+                    _settle(woken)
+                else:
+                    loop.call_soon_threadsafe(_settle, woken)
+
+            timer = None
+            if self.deadline is not None:
+                timer = loop.call_at(self.deadline, _settle, woken)
+            self.add_done_callback(wake)
+            try:
+                yield from woken
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if not self.done():
+                raise AskTimeout("no reply within the ask's timeout")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _settle(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from _thread import get_ident
 from typing import TYPE_CHECKING, Any
 
-from taskmesh.actors.future import Reply
+from taskmesh.actors.flow import current_cell, wait_for_room, wait_for_room_async
+from taskmesh.actors.future import Reply, no_waiting_on
 from taskmesh.actors.mailbox import STOP
 from taskmesh.errors import ActorError, ActorNotFound, MailboxFull
 
@@ -60,11 +62,16 @@ class ActorRef:
         cell = self._live_cell()
         return cell is not None and cell.alive
 
-    def tell(self, message: Any) -> None:
-        """Send ``message``; never blocks, never raises for delivery.
+    def tell(self, message: Any, *, block: bool = True) -> None:
+        """Send ``message`` (at most once).
 
-        At most once: if it cannot be queued (no such actor, actor stopped,
-        mailbox full) it becomes a dead letter with the reason.
+        A full mailbox blocks the calling thread until there is room,
+        within the system's ``send_timeout``; after that the message is a
+        ``mailbox_full`` dead letter and :class:`MailboxFull` is raised.
+        With ``block=False`` a full mailbox makes it a dead letter at once,
+        without raising. No such actor, or an actor that stopped, makes a
+        dead letter too. (See :mod:`taskmesh.actors.flow` for the sends
+        that never wait: to itself, in a cycle, from an event loop.)
         """
         cell = self._cell
         if cell is None or not cell.alive:
@@ -74,9 +81,13 @@ class ActorRef:
                 return
         mailbox = cell.mailbox
         if mailbox.qsize() >= mailbox.capacity:
-            self._system.dead_letters.record(self.name, message, "mailbox_full")
-            return
-        mailbox.put((0, message, None, None))
+            if not block:
+                self._system.dead_letters.record(self.name, message, "mailbox_full")
+                return
+            wait_for_room(cell, message, timeout=self._system.send_timeout, ask=False)
+        mailbox.enqueue((0, message, None, None))
+        if not mailbox.scheduled:
+            mailbox.schedule()  # type: ignore[union-attr]  # only an event loop's mailbox
         if not cell.alive:  # raced the actor's end: its drain may have missed us
             cell.drain_dead()
 
@@ -85,23 +96,47 @@ class ActorRef:
     ) -> Reply:
         """Send ``message`` and return a :class:`Reply` to wait on later.
 
-        Raises :class:`ActorNotFound` or :class:`MailboxFull` at once when the
-        message cannot be queued. With ``timeout``, the message is not
-        handled once that many seconds have passed. With ``idempotency_key``,
-        a repeat of a recent key is answered from memory without running.
+        Raises :class:`ActorNotFound` at once when no actor holds the name.
+        A full mailbox blocks the calling thread until there is room, within
+        ``timeout`` (default: the system's ``send_timeout``), then raises
+        :class:`MailboxFull`. With ``timeout``, the message is not handled
+        once that many seconds have passed. With ``idempotency_key``, a
+        repeat of a recent key is answered from memory without running.
         """
         cell = self._cell
         if cell is None or not cell.alive:
             cell = self._live_cell()
             if cell is None:
                 raise ActorNotFound(f"no actor named {self.name!r}")
-        if cell.thread_id == get_ident():
+        if cell.thread_id == get_ident() or (
+            cell.thread_id == -1 and current_cell.get() is cell and cell.max_concurrency == 1
+        ):
             raise ActorError(f"actor {self.name!r} asked itself: that would deadlock")
         mailbox = cell.mailbox
-        if mailbox.qsize() >= mailbox.capacity:
-            raise MailboxFull(f"mailbox of {self.name!r} is full ({mailbox.capacity} messages)")
-        reply = Reply()
         deadline = None if timeout is None else _monotonic() + timeout
+        reply = Reply(deadline)
+        if mailbox.qsize() >= mailbox.capacity:
+            wait = self._system.send_timeout if timeout is None else timeout
+            if _running_loop() is not None:  # never block a coroutine's loop: send later
+                _background(self._send_when_room(cell, message, reply, wait, idempotency_key))
+                return reply
+            wait_for_room(cell, message, timeout=wait, ask=True)
+        return self._put_ask(cell, message, reply, idempotency_key)
+
+    async def _send_when_room(
+        self, cell: Cell, message: Any, reply: Reply, wait: float, idempotency_key: str | None
+    ) -> None:
+        try:
+            await wait_for_room_async(cell, message, timeout=wait, ask=True)
+        except MailboxFull as error:
+            reply.fail(error)
+            return
+        self._put_ask(cell, message, reply, idempotency_key)
+
+    def _put_ask(
+        self, cell: Cell, message: Any, reply: Reply, idempotency_key: str | None
+    ) -> Reply:
+        mailbox, deadline = cell.mailbox, reply.deadline
         if idempotency_key is None:
             mailbox.put((0, message, reply, deadline))
         else:
@@ -132,8 +167,31 @@ class ActorRef:
         """
         if timeout is None:
             timeout = self._system.ask_timeout
+        where = no_waiting_on(get_ident())
+        if where is not None:  # refuse before sending, not after
+            raise ActorError(f"cannot make a sync ask on {where}: use `await ref.ask_async(...)`")
         reply = self.ask_async(message, timeout=timeout, idempotency_key=idempotency_key)
         return reply.get(timeout)
+
+    async def tell_async(self, message: Any) -> None:
+        """Send ``message`` from a coroutine: like :meth:`tell`, but a full
+        mailbox suspends the coroutine, not its thread, until there is room
+        (within the system's ``send_timeout``; then a ``mailbox_full`` dead
+        letter and :class:`MailboxFull`)."""
+        cell = self._cell
+        if cell is None or not cell.alive:
+            cell = self._live_cell()
+            if cell is None:
+                self._system.dead_letters.record(self.name, message, "actor_not_found")
+                return
+        mailbox = cell.mailbox
+        if mailbox.qsize() >= mailbox.capacity:
+            await wait_for_room_async(cell, message, timeout=self._system.send_timeout, ask=False)
+        mailbox.enqueue((0, message, None, None))
+        if not mailbox.scheduled:
+            mailbox.schedule()  # type: ignore[union-attr]  # only an event loop's mailbox
+        if not cell.alive:
+            cell.drain_dead()
 
     def stop(self, *, timeout: float | None = 10.0) -> bool:
         """Stop the actor after the messages already queued (a normal exit).
@@ -170,3 +228,20 @@ class ActorRef:
         cell = self._live_cell()
         if cell is not None:
             cell.remove_watcher(watcher)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_sending: set[asyncio.Task[None]] = set()
+"""Sends waiting for room on behalf of ``ask_async`` (kept referenced)."""
+
+
+def _background(step: Any) -> None:
+    task = asyncio.get_running_loop().create_task(step)
+    _sending.add(task)
+    task.add_done_callback(_sending.discard)

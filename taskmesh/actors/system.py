@@ -1,8 +1,9 @@
 """ActorSystem: the local half of a node.
 
 It owns the name table, the root guardian that supervises every top-level
-actor, the dead letters, the timer thread and the defaults (mailbox size,
-ask timeout, restart intensity). A :class:`~taskmesh.Node` wraps one and
+actor, the dead letters, the timer thread, the event loop of its async
+actors (started with the first one) and the defaults (mailbox size, ask and
+send timeouts, restart intensity). A :class:`~taskmesh.Node` wraps one and
 adds the transport and the cluster; it also works alone, in one process.
 """
 
@@ -12,24 +13,28 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
-from taskmesh.actors.actor import Actor
+from taskmesh.actors.actor import Actor, is_async_actor
 from taskmesh.actors.cell import Cell
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import ReplyTo
 from taskmesh.actors.idempotency import IdempotencyCache
+from taskmesh.actors.loop import ActorLoop
+from taskmesh.actors.loopcell import LoopCell
 from taskmesh.actors.mailbox import REMOTE
 from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.actors.ref import ActorRef
-from taskmesh.actors.supervisor import Backoff, Child, Guardian
+from taskmesh.actors.supervisor import Backoff, Child, Guardian, Supervisor
+from taskmesh.actors.threadcell import ThreadCell
 from taskmesh.actors.timers import Scheduler
 from taskmesh.errors import ActorNotFound, ConfigError, MailboxFull, NameTaken
 
 if TYPE_CHECKING:
     from taskmesh.node import Node
 
-__all__ = ["ActorSystem", "NameDirectory"]
+__all__ = ["ActorInfo", "ActorSystem", "NameDirectory"]
 
 log = logging.getLogger("taskmesh.actors")
 
@@ -51,11 +56,27 @@ class NameDirectory(Protocol):
     def release(self, name: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ActorInfo:
+    """A snapshot of one live actor: its class, ``kind`` (``"thread"`` or
+    ``"async"``), ``generation`` (1, plus one per restart), whether its
+    first ``on_start`` has run, and how many messages wait in its mailbox."""
+
+    name: str
+    actor: str
+    kind: str
+    generation: int
+    started: bool
+    mailbox: int
+
+
 class ActorSystem:
     """Hosts actors in this process.
 
     ``mailbox_size`` bounds every mailbox unless a spawn says otherwise;
-    ``ask_timeout`` is the default for ``ask``; ``max_attempts`` how many
+    ``send_timeout`` bounds how long a ``tell`` to a full mailbox waits for
+    room before the message is a ``mailbox_full`` dead letter and
+    :class:`MailboxFull` is raised; ``ask_timeout`` is the default for ``ask``; ``max_attempts`` how many
     times a message that makes an actor fail is tried before it becomes a
     ``poison`` dead letter (1: never retried); ``idempotency_capacity`` and
     ``idempotency_ttl`` bound the memory of idempotency keys;
@@ -69,6 +90,7 @@ class ActorSystem:
         *,
         mailbox_size: int = 10_000,
         ask_timeout: float = 5.0,
+        send_timeout: float = 10.0,
         max_restarts: int = 3,
         within: float = 5.0,
         backoff: Backoff | None = None,
@@ -84,16 +106,20 @@ class ActorSystem:
             raise ConfigError(f"mailbox_size must be >= 1, got {mailbox_size!r}")
         if ask_timeout <= 0:
             raise ConfigError(f"ask_timeout must be > 0, got {ask_timeout!r}")
+        if send_timeout < 0:
+            raise ConfigError(f"send_timeout must be >= 0, got {send_timeout!r}")
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be >= 1, got {max_attempts!r}")
         self.mailbox_size = mailbox_size
         self.max_attempts = max_attempts
         self.ask_timeout = ask_timeout
+        self.send_timeout = send_timeout
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.dead_letters = DeadLetters(log_interval=dead_letter_log_interval)
         self.idempotency = IdempotencyCache(capacity=idempotency_capacity, ttl=idempotency_ttl)
         self.scheduler = Scheduler()
+        self._loop = ActorLoop()
         self._cells: dict[str, Cell] = {}
         self._lock = threading.Lock()
         self._anonymous = itertools.count(1)
@@ -103,21 +129,22 @@ class ActorSystem:
         self._directory = directory
         self.node: Node | None = None
         """The :class:`~taskmesh.Node` that owns this system, if any."""
-        self._guardian_cell = Cell(
-            self,
+        root = Child(
+            Guardian,
             "_guardian",
-            lambda: Guardian(
-                on_tree_failure=self._tree_failed,
-                max_restarts=max_restarts,
-                within=within,
-                backoff=backoff,
-            ),
-            parent=None,
-            capacity=mailbox_size,
-            restart="permanent",
+            "permanent",
+            kwargs={
+                "on_tree_failure": self._tree_failed,
+                "max_restarts": max_restarts,
+                "within": within,
+                "backoff": backoff,
+            },
+        )
+        self._guardian_cell = ThreadCell(
+            self, "_guardian", root, parent=None, capacity=mailbox_size, restart="permanent"
         )
         self._guardian_cell.start()
-        self._guardian_cell.started.wait()
+        self._guardian_cell.when_started().get()
         guardian = self._guardian_cell.instance
         assert isinstance(guardian, Guardian)
         self._guardian = guardian
@@ -139,15 +166,22 @@ class ActorSystem:
         ``args``/``kwargs`` go to the actor's constructor (again at every
         restart). ``name`` must be unique (:class:`NameTaken` otherwise); one
         is generated when omitted. Top-level actors are ``transient`` by
-        default: restarted after a failure, not after a normal stop. Returns
-        once the actor's ``on_start`` has run.
+        default: restarted after a failure, not after a normal stop.
+
+        Returns once the actor is registered and its ``on_start`` is
+        scheduled, without waiting for ``on_start``: messages sent meanwhile
+        wait in its mailbox. A failing ``on_start`` is reported to the
+        supervisor (the root, for a top-level actor), which restarts the
+        actor like after a failure in ``receive``; the caller is not told.
+        A :class:`Supervisor` is the exception: its spawn returns once its
+        children have started, in order, so that their names resolve.
         """
         if self._stopped:
             raise ConfigError("this actor system is stopped")
         spec = Child(
             actor, name, restart, args, kwargs, mailbox_size, self.stop_timeout, max_attempts
         )
-        cell = self._guardian.start_child(spec)
+        cell = self._guardian.start_child(spec, wait=issubclass(actor, Supervisor))
         return cell.ref
 
     def ref(self, name: str) -> ActorRef:
@@ -158,21 +192,37 @@ class ActorSystem:
         return cell.ref
 
     def local(self, name: str) -> ActorRef | None:
-        """A ref to the live actor ``name`` in this system, or None (any thread;
-        a dict lookup, for the message path)."""
+        """A ref to the live actor ``name`` in this system, or None (any thread)."""
         cell = self._cells.get(name)
         if cell is None or not cell.alive:
             return None
         return cell.ref
 
-    def stop_actor(self, name: str, timeout: float) -> bool:
-        """Stop the actor ``name`` for good, whatever its restart type, and wait
-        up to ``timeout`` s; True if it is gone (or never was). Any thread but
-        the actor's own."""
+    def stop_actor(self, name: str, timeout: float | None = None) -> bool:
+        """Stop the actor ``name`` for good, whatever its restart type (a
+        supervisor does not restart it), and wait up to ``timeout`` seconds
+        (default ``stop_timeout``; 0 does not wait). The stop overtakes the
+        messages queued for it, which become dead letters. Returns whether
+        it had ended by then; True if no such actor lives. Any thread but
+        the event loop's (there, pass 0)."""
         cell = self._cells.get(name)
         if cell is None:
             return True
-        return cell.stop_and_wait(timeout)
+        return cell.stop_and_wait(self.stop_timeout if timeout is None else timeout)
+
+    def info(self, name: str) -> ActorInfo | None:
+        """What is known about the live actor ``name`` now, or None (any thread)."""
+        cell = self._cells.get(name)
+        if cell is None or not cell.alive:
+            return None
+        return ActorInfo(
+            name=name,
+            actor=cell.spec.actor.__name__,
+            kind="async" if isinstance(cell, LoopCell) else "thread",
+            generation=cell.generation,
+            started=cell.is_started(),
+            mailbox=cell.mailbox.qsize(),
+        )
 
     def queued(self) -> int:
         """User messages queued in all mailboxes (any thread)."""
@@ -216,14 +266,26 @@ class ActorSystem:
             if reply is None:
                 return  # a repeat: answered from memory, or waits for the first
         if cell.inline:
-            if cell.try_inline(message, reply, deadline):
+            inline = cast(ThreadCell, cell)
+            if inline.try_inline(message, reply, deadline):
                 return
-            cell.io_queued += 1
+            inline.io_queued += 1
             mailbox.put((REMOTE, message, reply, deadline))
         else:
             mailbox.put((0, message, reply, deadline))
         if not cell.alive:  # raced the actor's end (mypy assumes it cannot change)
             cell.drain_dead()  # type: ignore[unreachable]
+
+    def on_space(self, name: str, callback: Callable[[], None]) -> bool:
+        """Call ``callback()`` once the mailbox of ``name`` has drained to
+        half its capacity (see :meth:`Mailbox.on_space`): on the actor's
+        thread or the event loop, so it must be short and never block.
+        Returns False, registering nothing, when there is room already or
+        no such actor lives (any thread; for the transport's flow control)."""
+        cell = self._cells.get(name)
+        if cell is None or not cell.alive:
+            return False
+        return cell.mailbox.on_space(callback)
 
     def mailbox_depths(self) -> dict[str, int]:
         """Queued user messages per live actor."""
@@ -250,6 +312,7 @@ class ActorSystem:
         self._stopped = True
         self._guardian_cell.stop_and_wait(self.stop_timeout * 2)
         self.scheduler.stop()
+        self._loop.stop(self.stop_timeout)
 
     def __enter__(self) -> ActorSystem:
         return self
@@ -259,18 +322,10 @@ class ActorSystem:
 
     # --- runtime internals ------------------------------------------------
 
-    def _new_cell(
-        self,
-        factory: Callable[[], Actor],
-        name: str | None,
-        actor: type[Actor],
-        *,
-        parent: Cell,
-        capacity: int | None,
-        restart: str,
-        max_attempts: int | None = None,
-    ) -> Cell:
-        """Create and register (but not start) a cell (any thread)."""
+    def _new_cell(self, spec: Child, *, parent: Cell) -> Cell:
+        """Create and register (but not start) a cell for ``spec``: a
+        thread of its own, or the event loop for an async actor (any thread)."""
+        actor, name, capacity = spec.actor, spec.name, spec.mailbox_size
         if name is None:
             name = f"_{actor.__name__.lower()}-{next(self._anonymous)}"
         validate_name(name)
@@ -284,16 +339,29 @@ class ActorSystem:
             validate_capability(capability)
         if capacity is not None and capacity < 1:
             raise ConfigError(f"mailbox_size must be >= 1, got {capacity!r}")
-        cell = Cell(
-            self,
-            name,
-            factory,
-            parent=parent,
-            capacity=capacity or self.mailbox_size,
-            restart=restart,
-            max_attempts=max_attempts or self.max_attempts,
-            inline=bool(getattr(actor, "inline", False)),
-        )
+        cell: Cell
+        if is_async_actor(actor):
+            cell = LoopCell(
+                self,
+                name,
+                spec,
+                parent=parent,
+                capacity=capacity or self.mailbox_size,
+                restart=spec.restart,
+                max_attempts=spec.max_attempts or self.max_attempts,
+                loop=self._loop,
+            )
+        else:
+            cell = ThreadCell(
+                self,
+                name,
+                spec,
+                parent=parent,
+                capacity=capacity or self.mailbox_size,
+                restart=spec.restart,
+                max_attempts=spec.max_attempts or self.max_attempts,
+                inline=bool(actor.inline),
+            )
         with self._lock:
             held = self._cells.get(name)
             if held is not None and held.alive:

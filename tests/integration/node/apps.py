@@ -80,3 +80,32 @@ class InlineEcho(Echo):
 def inline_echo(node: Node) -> None:
     node.spawn(InlineEcho, name="inline")
     node.spawn(Echo, name="threaded")
+
+
+class AsyncPong(taskmesh.Actor):
+    """An async actor holding the capability "pong"."""
+
+    capabilities = ("pong",)
+
+    async def receive(self, message: Any) -> Any:
+        if message == "boom":
+            raise ValueError("async boom")
+        return {"pong": message, "node": os.environ.get("TASKMESH_TEST_NODE", "?")}
+
+
+class AsyncPinger(taskmesh.Actor):
+    """An async actor that awaits another node's actors, by name and by capability."""
+
+    max_concurrency = 8
+
+    async def receive(self, message: Any) -> Any:
+        by_name = await self.node.ref(message["to"]).ask_async(message["n"], timeout=10.0)
+        by_capability = await self.node.capability("pong").ask_async(message["n"], timeout=10.0)
+        await self.node.ref(message["to"]).tell_async("told")
+        return {"by_name": by_name, "by_capability": by_capability}
+
+
+def async_pair(node: Node) -> None:
+    """Each node hosts an async pinger and an async pong."""
+    node.spawn(AsyncPinger, name=f"pinger-{node.node_id}")
+    node.spawn(AsyncPong, name=f"pong-{node.node_id}")

@@ -6,7 +6,7 @@ import pytest
 
 import taskmesh
 from taskmesh.actors import Backoff
-from tests.unit.actors.support import Journal
+from tests.unit.actors.support import Journal, Kind
 
 
 @pytest.fixture
@@ -16,6 +16,13 @@ def system() -> Iterator[taskmesh.ActorSystem]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(params=["thread", "async"])
+def kind(request: pytest.FixtureRequest) -> Kind:
+    """Runs a test once with threaded and once with async actors:
+    ``kind(Worker)`` is the test actor of that kind."""
+    return Kind(request.param)
 
 
 @pytest.fixture

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 import taskmesh
 from taskmesh.actors import ActorSystem, DeadLetter, DeadLetters
-from taskmesh.actors.directives import Action, Directive
-from tests.unit.actors.support import Worker
+from tests.unit.actors.support import Gate, Kind, Worker
+from tests.waiting import wait_until
 
 
 def test_counts_by_reason_and_keeps_recent_letters() -> None:
@@ -50,26 +48,31 @@ def test_logging_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     assert letters.total == 1000
 
 
-def test_messages_queued_when_an_actor_stops_become_dead_letters(system: ActorSystem) -> None:
-    gate = threading.Event()
-    ref = system.spawn(Worker, name="w", gate=gate)
+def test_messages_queued_when_an_actor_stops_become_dead_letters(
+    system: ActorSystem, kind: Kind
+) -> None:
+    gate = Gate()
+    ref = system.spawn(kind(Worker), name="w", gate=gate)
     ref.tell("wait")
+    wait_until(lambda: system.mailbox_depths()["w"] == 0, message="the actor took 'wait'")
     for i in range(5):
         ref.tell(i)
     pending = ref.ask_async("never", timeout=30)
-    # a supervisor-style stop overtakes the queue
-    system._cells["w"].post(Directive(Action.STOP))
+    # a stop for good overtakes the queue
+    assert system.stop_actor("w", timeout=0) is False  # posted, not waited for
     gate.set()
+    wait_until(lambda: system.info("w") is None)
     with pytest.raises(taskmesh.ActorNotFound):
         pending.get(30)
     assert system.dead_letters.counts()["actor_stopped"] == 5
     assert [d.message for d in system.dead_letters.recent()] == [0, 1, 2, 3, 4]
 
 
-def test_an_unhandled_message_is_a_dead_letter(system: ActorSystem) -> None:
-    class Deaf(taskmesh.Actor):
-        pass
+class Deaf(taskmesh.Actor):
+    pass
 
+
+def test_an_unhandled_message_is_a_dead_letter(system: ActorSystem) -> None:
     ref = system.spawn(Deaf, name="deaf")
     assert ref.ask("hello") is None
     assert system.dead_letters.counts() == {"unhandled": 1}

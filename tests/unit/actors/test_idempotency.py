@@ -1,51 +1,54 @@
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 
-import taskmesh
 from taskmesh.actors import ActorSystem, Reply
 from taskmesh.actors.idempotency import IdempotencyCache
+from tests.unit.actors.support import Both, Gate, Kind
 from tests.waiting import wait_until
 
 
-class Counter(taskmesh.Actor):
+class Counter(Both):
     """Applies an effect per message and answers how often it was applied."""
 
-    def __init__(self, gate: threading.Event | None = None) -> None:
+    def __init__(self, gate: Gate | None = None) -> None:
         self.applied: dict[str, int] = {}
         self.gate = gate
 
-    def receive(self, message: Any) -> Any:
+    async def handle(self, message: Any) -> Any:
         if self.gate is not None:
-            self.gate.wait(30)
+            await self.gate.wait()
         if message == "fail":
             raise ValueError("effect failed")
         self.applied[message] = self.applied.get(message, 0) + 1
         return self.applied[message]
 
 
-def test_a_repeated_key_is_answered_from_memory_without_running_again(system: ActorSystem) -> None:
-    ref = system.spawn(Counter, name="c")
+def test_a_repeated_key_is_answered_from_memory_without_running_again(
+    system: ActorSystem, kind: Kind
+) -> None:
+    ref = system.spawn(kind(Counter), name="c")
     assert ref.ask("order-42", idempotency_key="k1") == 1
     assert ref.ask("order-42", idempotency_key="k1") == 1
     assert ref.ask("order-42", idempotency_key="k2") == 2
     assert ref.ask("order-42") == 3
 
 
-def test_a_repeat_while_the_first_runs_waits_for_the_same_answer(system: ActorSystem) -> None:
-    gate = threading.Event()
-    ref = system.spawn(Counter, name="c", gate=gate)
+def test_a_repeat_while_the_first_runs_waits_for_the_same_answer(
+    system: ActorSystem, kind: Kind
+) -> None:
+    gate = Gate()
+    ref = system.spawn(kind(Counter), name="c", gate=gate)
     first = ref.ask_async("x", timeout=30, idempotency_key="k")
     second = ref.ask_async("x", timeout=30, idempotency_key="k")
     gate.set()
     assert (first.get(30), second.get(30)) == (1, 1)
 
 
-def test_an_error_is_remembered_too(system: ActorSystem) -> None:
-    ref = system.spawn(Counter, name="c")
+def test_an_error_is_remembered_too(system: ActorSystem, kind: Kind) -> None:
+    ref = system.spawn(kind(Counter), name="c")
     with pytest.raises(ValueError):
         ref.ask("fail", idempotency_key="k")
     wait_until(lambda: system.restart_count == 1)
@@ -55,8 +58,8 @@ def test_an_error_is_remembered_too(system: ActorSystem) -> None:
     assert system.restart_count == 1
 
 
-def test_deliver_honours_keys_like_a_local_ask(system: ActorSystem) -> None:
-    system.spawn(Counter, name="c")
+def test_deliver_honours_keys_like_a_local_ask(system: ActorSystem, kind: Kind) -> None:
+    system.spawn(kind(Counter), name="c")
     replies = [Reply() for _ in range(3)]
     for reply in replies:
         system.deliver("c", "m", reply, None, "key")

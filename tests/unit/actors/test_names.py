@@ -4,7 +4,7 @@ import pytest
 
 import taskmesh
 from taskmesh.actors import ActorSystem, validate_capability, validate_name
-from tests.unit.actors.support import Worker
+from tests.unit.actors.support import Kind, Worker
 
 
 @pytest.mark.parametrize("name", ["echo", "image.resize", "camera:dock-3", "_x", "a@b", "A" * 128])
@@ -24,18 +24,18 @@ def test_a_name_that_is_not_a_string_is_refused() -> None:
         validate_name(42)
 
 
-def test_spawn_refuses_a_duplicate_name(system: ActorSystem) -> None:
-    system.spawn(Worker, name="w")
+def test_spawn_refuses_a_duplicate_name(system: ActorSystem, kind: Kind) -> None:
+    system.spawn(kind(Worker), name="w")
     with pytest.raises(taskmesh.NameTaken):
-        system.spawn(Worker, name="w")
+        system.spawn(kind(Worker), name="w")
 
 
-def test_spawn_refuses_an_invalid_name(system: ActorSystem) -> None:
+def test_spawn_refuses_an_invalid_name(system: ActorSystem, kind: Kind) -> None:
     with pytest.raises(taskmesh.InvalidName):
-        system.spawn(Worker, name="no/slash")
+        system.spawn(kind(Worker), name="no/slash")
 
 
-def test_spawn_without_a_name_generates_one(system: ActorSystem) -> None:
-    ref = system.spawn(Worker)
+def test_spawn_without_a_name_generates_one(system: ActorSystem, kind: Kind) -> None:
+    ref = system.spawn(kind(Worker))
     assert ref.name.startswith("_worker-")
     assert ref.ask(1) == 1

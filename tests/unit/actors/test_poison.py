@@ -6,10 +6,10 @@ import pytest
 
 import taskmesh
 from taskmesh.actors import ActorSystem, Child, Supervisor
-from tests.unit.actors.support import Journal, Worker
+from tests.unit.actors.support import Both, Journal, Kind, Worker
 
 
-class Flaky(taskmesh.Actor):
+class Flaky(Both):
     """Fails on "flaky" until it has seen it ``fails`` times (counted across
     restarts in a shared list), always fails on "poison"."""
 
@@ -17,7 +17,7 @@ class Flaky(taskmesh.Actor):
         self.seen = seen
         self.fails = fails
 
-    def receive(self, message: Any) -> Any:
+    async def handle(self, message: Any) -> Any:
         self.seen.append(message)
         if message == "poison":
             raise ValueError("poison pill")
@@ -26,9 +26,11 @@ class Flaky(taskmesh.Actor):
         return message
 
 
-def test_a_failing_message_is_retried_on_the_fresh_instance(system: ActorSystem) -> None:
+def test_a_failing_message_is_retried_on_the_fresh_instance(
+    system: ActorSystem, kind: Kind
+) -> None:
     seen: list[Any] = []
-    ref = system.spawn(Flaky, name="f", seen=seen, fails=2, max_attempts=3)
+    ref = system.spawn(kind(Flaky), name="f", seen=seen, fails=2, max_attempts=3)
     assert ref.ask("flaky") == "flaky"
     assert seen == ["flaky"] * 3
     assert system.restart_count == 2
@@ -36,12 +38,12 @@ def test_a_failing_message_is_retried_on_the_fresh_instance(system: ActorSystem)
 
 
 def test_a_poison_message_is_taken_out_after_its_attempts_and_the_actor_carries_on(
-    system: ActorSystem, journal: Journal
+    system: ActorSystem, journal: Journal, kind: Kind
 ) -> None:
     seen: list[Any] = []
     system.spawn(
         Supervisor, name="sup", max_restarts=10,
-        children=[Child(Flaky, name="f", kwargs={"seen": seen, "fails": 0}, max_attempts=3)],
+        children=[Child(kind(Flaky), name="f", kwargs={"seen": seen, "fails": 0}, max_attempts=3)],
     )  # fmt: skip
     ref = system.ref("f")
     pending = ref.ask_async("poison", timeout=30)
@@ -55,8 +57,8 @@ def test_a_poison_message_is_taken_out_after_its_attempts_and_the_actor_carries_
     assert "ValueError: poison pill (failed 3 times)" in letters[0].error
 
 
-def test_by_default_a_failing_message_is_not_retried(system: ActorSystem) -> None:
-    ref = system.spawn(Worker, name="w")
+def test_by_default_a_failing_message_is_not_retried(system: ActorSystem, kind: Kind) -> None:
+    ref = system.spawn(kind(Worker), name="w")
     with pytest.raises(ValueError):
         ref.ask("boom")
     assert ref.ask("handled") == []

@@ -7,36 +7,43 @@ import pytest
 
 import taskmesh
 from taskmesh.actors import ActorSystem, Backoff, Child, Supervisor
-from tests.unit.actors.support import Journal, Worker
+from tests.unit.actors.support import Gate, Journal, Kind, Worker
 from tests.waiting import wait_until
 
 NOW = Backoff(initial=0)
 
 
-def three(journal: Journal, restart: str = "permanent") -> list[Child]:
+def three(kind: Kind, journal: Journal, restart: str = "permanent") -> list[Child]:
     return [
-        Child(Worker, name=n, restart=restart, kwargs={"journal": journal})  # type: ignore[arg-type]
+        Child(kind(Worker), name=n, restart=restart, kwargs={"journal": journal})  # type: ignore[arg-type]
         for n in ("a", "b", "c")
     ]
 
 
+def generation(system: ActorSystem, name: str) -> int:
+    info = system.info(name)
+    return 0 if info is None else info.generation
+
+
 def generations(system: ActorSystem) -> dict[str, int]:
-    return {name: system._cells[name].generation for name in ("a", "b", "c")}
+    return {name: generation(system, name) for name in ("a", "b", "c")}
 
 
 def test_children_start_in_order_and_stop_in_reverse_order(
-    system: ActorSystem, journal: Journal
+    system: ActorSystem, journal: Journal, kind: Kind
 ) -> None:
-    sup = system.spawn(Supervisor, name="sup", children=three(journal))
+    sup = system.spawn(Supervisor, name="sup", children=three(kind, journal))
     assert journal.of("start") == ["a", "b", "c"]
     sup.stop()
     assert journal.of("stop") == ["c", "b", "a"]
     assert system.names() == []
 
 
-def test_one_for_one_restarts_only_the_failed_child(system: ActorSystem, journal: Journal) -> None:
+def test_one_for_one_restarts_only_the_failed_child(
+    system: ActorSystem, journal: Journal, kind: Kind
+) -> None:
     system.spawn(
-        Supervisor, name="sup", strategy="one_for_one", backoff=NOW, children=three(journal)
+        Supervisor, name="sup", strategy="one_for_one", backoff=NOW, children=three(kind, journal)
     )
     with pytest.raises(ValueError):
         system.ref("b").ask("boom")
@@ -46,10 +53,10 @@ def test_one_for_one_restarts_only_the_failed_child(system: ActorSystem, journal
 
 
 def test_one_for_all_restarts_every_child_stopping_in_reverse_and_starting_in_order(
-    system: ActorSystem, journal: Journal
+    system: ActorSystem, journal: Journal, kind: Kind
 ) -> None:
     system.spawn(
-        Supervisor, name="sup", strategy="one_for_all", backoff=NOW, children=three(journal)
+        Supervisor, name="sup", strategy="one_for_all", backoff=NOW, children=three(kind, journal)
     )
     with pytest.raises(ValueError):
         system.ref("b").ask("boom")
@@ -59,10 +66,10 @@ def test_one_for_all_restarts_every_child_stopping_in_reverse_and_starting_in_or
 
 
 def test_rest_for_one_restarts_the_failed_child_and_those_started_after_it(
-    system: ActorSystem, journal: Journal
+    system: ActorSystem, journal: Journal, kind: Kind
 ) -> None:
     system.spawn(
-        Supervisor, name="sup", strategy="rest_for_one", backoff=NOW, children=three(journal)
+        Supervisor, name="sup", strategy="rest_for_one", backoff=NOW, children=three(kind, journal)
     )
     with pytest.raises(ValueError):
         system.ref("b").ask("boom")
@@ -72,28 +79,32 @@ def test_rest_for_one_restarts_the_failed_child_and_those_started_after_it(
 
 
 def test_a_permanent_child_is_restarted_after_a_normal_exit(
-    system: ActorSystem, journal: Journal
+    system: ActorSystem, journal: Journal, kind: Kind
 ) -> None:
-    system.spawn(Supervisor, name="sup", backoff=NOW, children=three(journal, "permanent"))
+    system.spawn(Supervisor, name="sup", backoff=NOW, children=three(kind, journal, "permanent"))
     assert system.ref("a").ask("exit") == "exiting"
-    wait_until(lambda: system._cells["a"].generation == 2)
+    wait_until(lambda: generation(system, "a") == 2)
     assert system.ref("a").ask("ping") == "ping"
 
 
 def test_a_transient_child_is_restarted_after_a_failure_but_not_after_a_normal_exit(
-    system: ActorSystem, journal: Journal
+    system: ActorSystem, journal: Journal, kind: Kind
 ) -> None:
-    system.spawn(Supervisor, name="sup", backoff=NOW, children=three(journal, "transient"))
+    system.spawn(Supervisor, name="sup", backoff=NOW, children=three(kind, journal, "transient"))
     with pytest.raises(ValueError):
         system.ref("a").ask("boom")
-    wait_until(lambda: system._cells["a"].generation == 2)
+    wait_until(lambda: generation(system, "a") == 2)
     system.ref("b").ask("exit")
     wait_until(lambda: "b" not in system.names())
     assert system.ref("c").ask("ping") == "ping"
 
 
-def test_a_temporary_child_is_never_restarted(system: ActorSystem, journal: Journal) -> None:
-    sup = system.spawn(Supervisor, name="sup", backoff=NOW, children=three(journal, "temporary"))
+def test_a_temporary_child_is_never_restarted(
+    system: ActorSystem, journal: Journal, kind: Kind
+) -> None:
+    sup = system.spawn(
+        Supervisor, name="sup", backoff=NOW, children=three(kind, journal, "temporary")
+    )
     with pytest.raises(ValueError):
         system.ref("a").ask("boom")
     wait_until(lambda: "a" not in system.names())
@@ -101,14 +112,14 @@ def test_a_temporary_child_is_never_restarted(system: ActorSystem, journal: Jour
     assert journal.of("restart") == []
 
 
-def test_decider_outcomes(system: ActorSystem, journal: Journal) -> None:
+def test_decider_outcomes(system: ActorSystem, journal: Journal, kind: Kind) -> None:
     decider = {KeyError: "resume", ValueError: "restart", TypeError: "stop"}
     system.spawn(
         Supervisor,
         name="sup",
         decider=decider,
         backoff=NOW,
-        children=[Child(Worker, name="w", kwargs={"journal": journal})],
+        children=[Child(kind(Worker), name="w", kwargs={"journal": journal})],
     )
     w = system.ref("w")
     w.ask(1)
@@ -124,7 +135,7 @@ def test_decider_outcomes(system: ActorSystem, journal: Journal) -> None:
 
 
 def test_decider_escalate_makes_the_supervisor_fail_to_its_parent(
-    system: ActorSystem, journal: Journal
+    system: ActorSystem, journal: Journal, kind: Kind
 ) -> None:
     system.spawn(
         Supervisor,
@@ -137,19 +148,21 @@ def test_decider_escalate_makes_the_supervisor_fail_to_its_parent(
                 kwargs={
                     "decider": lambda e: "escalate",
                     "backoff": NOW,
-                    "children": [Child(Worker, name="w", kwargs={"journal": journal})],
+                    "children": [Child(kind(Worker), name="w", kwargs={"journal": journal})],
                 },
             ),
         ],
     )
     with pytest.raises(ValueError):
         system.ref("w").ask("boom")
-    wait_until(lambda: system._cells["mid"].generation == 2)
+    wait_until(lambda: generation(system, "mid") == 2)
     assert system.ref("w").ask("ping") == "ping"
     assert journal.of("start") == ["w", "w"]
 
 
-def test_a_decider_callable_is_used_and_a_bad_answer_escalates(system: ActorSystem) -> None:
+def test_a_decider_callable_is_used_and_a_bad_answer_escalates(
+    system: ActorSystem, kind: Kind
+) -> None:
     calls: list[BaseException] = []
 
     def decider(error: BaseException) -> str:
@@ -157,7 +170,11 @@ def test_a_decider_callable_is_used_and_a_bad_answer_escalates(system: ActorSyst
         return "resume" if isinstance(error, ValueError) else "ignore it"
 
     system.spawn(
-        Supervisor, name="sup", decider=decider, backoff=NOW, children=[Child(Worker, name="w")]
+        Supervisor,
+        name="sup",
+        decider=decider,
+        backoff=NOW,
+        children=[Child(kind(Worker), name="w")],
     )
     w = system.ref("w")
     w.ask(1)
@@ -169,14 +186,15 @@ def test_a_decider_callable_is_used_and_a_bad_answer_escalates(system: ActorSyst
         w.ask("key")
     # "ignore it" is no directive: the supervisor escalates, and its parent
     # (the root) restarts it with fresh children
-    wait_until(lambda: system._cells["sup"].generation == 2)
-    fresh = wait_until(lambda: system._cells.get("w"), message="the new child")
-    wait_until(fresh.started.is_set)
+    wait_until(lambda: generation(system, "sup") == 2)
+    wait_until(
+        lambda: (info := system.info("w")) is not None and info.started, message="the new child"
+    )
     assert system.ref("w").ask("state") == 0
 
 
 def test_intensity_exceeded_escalates_through_two_levels_to_the_root(
-    system: ActorSystem, journal: Journal
+    system: ActorSystem, journal: Journal, kind: Kind
 ) -> None:
     failed_trees: list[tuple[str, BaseException]] = []
     done = threading.Event()
@@ -200,7 +218,7 @@ def test_intensity_exceeded_escalates_through_two_levels_to_the_root(
                     "max_restarts": 2,
                     "within": 60,
                     "backoff": NOW,
-                    "children": [Child(Worker, name="w", kwargs={"journal": journal})],
+                    "children": [Child(kind(Worker), name="w", kwargs={"journal": journal})],
                 },
             ),
         ],
@@ -208,14 +226,17 @@ def test_intensity_exceeded_escalates_through_two_levels_to_the_root(
 
     def crash_worker_three_times() -> None:
         for _ in range(3):
-            w = wait_until(lambda: system._cells.get("w"), message="a live worker")
-            wait_until(lambda w=w: w.alive and w.started.is_set())
+            wait_until(lambda: (info := system.info("w")) is not None and info.started)
+            before = system.restart_count
             with pytest.raises(ValueError):
                 system.ref("w").ask("boom")
-            wait_until(lambda w=w: w.generation > 1 or not w.alive, message="worker handled")
+            wait_until(
+                lambda before=before: system.restart_count > before or system.info("w") is None,
+                message="the failure handled",
+            )
 
     crash_worker_three_times()  # mid exceeds 2 restarts: top restarts mid
-    wait_until(lambda: "mid" in system._cells and system._cells["mid"].generation == 2)
+    wait_until(lambda: generation(system, "mid") == 2)
     crash_worker_three_times()  # again: top exceeds 1 restart and escalates to the root
     assert done.wait(30), "the root was not told"
     assert failed_trees[0][0] == "top"
@@ -223,13 +244,13 @@ def test_intensity_exceeded_escalates_through_two_levels_to_the_root(
     wait_until(lambda: system.names() == [])
 
 
-def test_restart_keeps_the_address_and_the_queued_messages(system: ActorSystem) -> None:
-    gate = threading.Event()
+def test_restart_keeps_the_address_and_the_queued_messages(system: ActorSystem, kind: Kind) -> None:
+    gate = Gate()
     system.spawn(
         Supervisor,
         name="sup",
         backoff=NOW,
-        children=[Child(Worker, name="w", kwargs={"gate": gate})],
+        children=[Child(kind(Worker), name="w", kwargs={"gate": gate})],
     )
     ref = system.ref("w")
     before = ref.ask("id")
@@ -243,12 +264,12 @@ def test_restart_keeps_the_address_and_the_queued_messages(system: ActorSystem) 
     assert ref.ask("id") != before, "a fresh instance"
 
 
-def test_backoff_delays_the_restart(system: ActorSystem) -> None:
+def test_backoff_delays_the_restart(system: ActorSystem, kind: Kind) -> None:
     system.spawn(
         Supervisor,
         name="sup",
         backoff=Backoff(initial=0.3, maximum=0.3, jitter=0),
-        children=[Child(Worker, name="w")],
+        children=[Child(kind(Worker), name="w")],
     )
     with pytest.raises(ValueError):
         system.ref("w").ask("boom")
@@ -269,13 +290,13 @@ def test_backoff_grows_exponentially_up_to_its_cap_with_bounded_jitter() -> None
     assert Backoff(initial=0).delay(10) == 0
 
 
-def test_a_thousand_restarts_leak_no_threads(system: ActorSystem) -> None:
+def test_a_thousand_restarts_leak_no_threads(system: ActorSystem, kind: Kind) -> None:
     system.spawn(
         Supervisor,
         name="sup",
         max_restarts=10**6,
         backoff=NOW,
-        children=[Child(Worker, name="w")],
+        children=[Child(kind(Worker), name="w")],
     )
     ref = system.ref("w")
     ref.ask("ping")
@@ -284,11 +305,11 @@ def test_a_thousand_restarts_leak_no_threads(system: ActorSystem) -> None:
         with pytest.raises(ValueError):
             ref.ask("boom")
     assert ref.ask("ping") == "ping"
-    assert system._cells["w"].generation == 1001
+    assert generation(system, "w") == 1001
     assert threading.active_count() == baseline
 
 
-def test_restarting_whole_subtrees_leaks_no_threads(system: ActorSystem) -> None:
+def test_restarting_whole_subtrees_leaks_no_threads(system: ActorSystem, kind: Kind) -> None:
     system.spawn(
         Supervisor,
         name="top",
@@ -301,27 +322,21 @@ def test_restarting_whole_subtrees_leaks_no_threads(system: ActorSystem) -> None
                 kwargs={
                     "decider": lambda e: "escalate",
                     "backoff": NOW,
-                    "children": [Child(Worker, name="w1"), Child(Worker, name="w2")],
+                    "children": [Child(kind(Worker), name="w1"), Child(kind(Worker), name="w2")],
                 },
             )
         ],
     )
     wait_until(lambda: system.ref("w2").ask("ping") == "ping")
     baseline = threading.active_count()
-    for generation in range(2, 102):
+    for number in range(2, 102):
         with pytest.raises(ValueError):
             system.ref("w1").ask("boom")
-        wait_until(
-            lambda g=generation: (
-                system._cells.get("mid") is not None
-                and system._cells["mid"].generation == g
-                and "w2" in system.names()
-            )
-        )
+        wait_until(lambda g=number: generation(system, "mid") == g and "w2" in system.names())
     wait_until(lambda: threading.active_count() == baseline, message="threads to exit")
 
 
-def test_invalid_supervisor_settings_are_refused(system: ActorSystem) -> None:
+def test_invalid_supervisor_settings_are_refused(system: ActorSystem, kind: Kind) -> None:
     with pytest.raises(taskmesh.ConfigError):
         Supervisor(strategy="one_for_most")  # type: ignore[arg-type]
     with pytest.raises(taskmesh.ConfigError):
@@ -332,8 +347,8 @@ def test_invalid_supervisor_settings_are_refused(system: ActorSystem) -> None:
         Backoff(factor=0.5)
 
 
-def test_a_top_level_actor_is_restarted_after_a_failure(system: ActorSystem) -> None:
-    ref = system.spawn(Worker, name="w")
+def test_a_top_level_actor_is_restarted_after_a_failure(system: ActorSystem, kind: Kind) -> None:
+    ref = system.spawn(kind(Worker), name="w")
     ref.ask(1)
     with pytest.raises(ValueError):
         ref.ask("boom")
@@ -341,11 +356,11 @@ def test_a_top_level_actor_is_restarted_after_a_failure(system: ActorSystem) -> 
     assert system.restart_count == 1
 
 
-def test_a_top_level_actor_failing_too_often_is_stopped_and_reported() -> None:
+def test_a_top_level_actor_failing_too_often_is_stopped_and_reported(kind: Kind) -> None:
     reported: list[str] = []
     with taskmesh.ActorSystem(max_restarts=2, within=60, backoff=NOW) as system:
         system.on_tree_failure(lambda name, error: reported.append(name))
-        ref = system.spawn(Worker, name="w")
+        ref = system.spawn(kind(Worker), name="w")
         for _ in range(3):
             wait_until(ref.is_alive)
             with pytest.raises(ValueError):

@@ -6,14 +6,15 @@ import pytest
 
 import taskmesh
 from taskmesh.actors import ActorSystem
+from tests.unit.actors.support import Both, Kind
 from tests.waiting import wait_until
 
 
-class Ticker(taskmesh.Actor):
+class Ticker(Both):
     def __init__(self) -> None:
         self.ticks: list[Any] = []
 
-    def receive(self, message: Any) -> Any:
+    async def handle(self, message: Any) -> Any:
         op = message[0] if isinstance(message, tuple) else message
         if op == "single":
             self.timers.start_single(message[1], message[2], message[3])
@@ -36,8 +37,8 @@ def ticks(ref: taskmesh.ActorRef) -> list[Any]:
     return ref.ask(("ticks",))  # type: ignore[no-any-return]
 
 
-def test_a_single_timer_fires_once(system: ActorSystem) -> None:
-    ref = system.spawn(Ticker, name="t")
+def test_a_single_timer_fires_once(system: ActorSystem, kind: Kind) -> None:
+    ref = system.spawn(kind(Ticker), name="t")
     ref.ask(("single", "k", "tick", 0.01))
     wait_until(lambda: ticks(ref) == ["tick"])
     assert ref.ask(("active", "k")) is False
@@ -45,8 +46,8 @@ def test_a_single_timer_fires_once(system: ActorSystem) -> None:
     wait_until(lambda: ticks(ref) == ["tick", "tock"])
 
 
-def test_a_periodic_timer_fires_repeatedly_until_cancelled(system: ActorSystem) -> None:
-    ref = system.spawn(Ticker, name="t")
+def test_a_periodic_timer_fires_repeatedly_until_cancelled(system: ActorSystem, kind: Kind) -> None:
+    ref = system.spawn(kind(Ticker), name="t")
     ref.ask(("periodic", "k", "tick", 0.01))
     wait_until(lambda: len(ticks(ref)) >= 3)
     assert ref.ask(("cancel", "k")) is True
@@ -57,8 +58,8 @@ def test_a_periodic_timer_fires_repeatedly_until_cancelled(system: ActorSystem) 
     assert ticks(ref)[:-1] == ["tick"] * after_cancel
 
 
-def test_replacing_a_timer_drops_the_old_ones_messages(system: ActorSystem) -> None:
-    ref = system.spawn(Ticker, name="t")
+def test_replacing_a_timer_drops_the_old_ones_messages(system: ActorSystem, kind: Kind) -> None:
+    ref = system.spawn(kind(Ticker), name="t")
     ref.ask(("single", "k", "old", 0.05))
     ref.ask(("single", "k", "new", 0.1))
     ref.ask(("single", "probe", "probe", 0.3))
@@ -66,8 +67,8 @@ def test_replacing_a_timer_drops_the_old_ones_messages(system: ActorSystem) -> N
     assert ticks(ref) == ["new", "probe"]
 
 
-def test_timers_are_cancelled_on_restart_and_on_stop(system: ActorSystem) -> None:
-    ref = system.spawn(Ticker, name="t")
+def test_timers_are_cancelled_on_restart_and_on_stop(system: ActorSystem, kind: Kind) -> None:
+    ref = system.spawn(kind(Ticker), name="t")
     ref.ask(("periodic", "k", "tick", 0.01))
     wait_until(lambda: len(ticks(ref)) >= 1)
     with pytest.raises(ValueError):
@@ -83,8 +84,8 @@ def test_timers_are_cancelled_on_restart_and_on_stop(system: ActorSystem) -> Non
     assert pending and all(timer.cancelled for timer in pending)
 
 
-def test_bad_timer_settings_are_refused(system: ActorSystem) -> None:
-    ref = system.spawn(Ticker, name="t")
+def test_bad_timer_settings_are_refused(system: ActorSystem, kind: Kind) -> None:
+    ref = system.spawn(kind(Ticker), name="t")
     with pytest.raises(taskmesh.ConfigError):
         ref.ask(("periodic", "k", "tick", 0))
     with pytest.raises(taskmesh.ConfigError):
