@@ -61,27 +61,35 @@ EtcdCaOpt = Annotated[
     typer.Option(
         "--etcd-ca",
         help="CA certificate (PEM) that signed etcd's TLS certificate.",
+        metavar="FILE",
         show_default=False,
     ),
 ]
 EtcdCertOpt = Annotated[
     Path | None,
     typer.Option(
-        "--etcd-cert", help="Client certificate (PEM) for etcd's TLS.", show_default=False
+        "--etcd-cert",
+        help="Client certificate (PEM) for etcd's TLS.",
+        metavar="FILE",
+        show_default=False,
     ),
 ]
 EtcdKeyOpt = Annotated[
     Path | None,
-    typer.Option("--etcd-key", help="Private key (PEM) of --etcd-cert.", show_default=False),
+    typer.Option(
+        "--etcd-key", help="Private key (PEM) of --etcd-cert.", metavar="FILE", show_default=False
+    ),
 ]
 EtcdUserOpt = Annotated[
-    str | None, typer.Option("--etcd-user", help="etcd user name.", show_default=False)
+    str | None,
+    typer.Option("--etcd-user", help="etcd user name.", metavar="USER", show_default=False),
 ]
 EtcdPasswordOpt = Annotated[
     str | None,
     typer.Option(
         "--etcd-password",
         help="etcd password (TASKMESH_ETCD_PASSWORD keeps it out of the process list).",
+        metavar="PASSWORD",
         show_default=False,
     ),
 ]

@@ -145,25 +145,37 @@ def node_command(
             _DEFAULTS.grace_period,
         ),
     ] = None,
+    send_timeout: Annotated[
+        float | None,
+        _opt(
+            "Seconds a tell to a full mailbox waits for room before it fails.",
+            "SECONDS",
+            _DEFAULTS.send_timeout,
+        ),
+    ] = None,
     profile: Annotated[
-        str | None, typer.Option(help="Timing profile: default, or edge for slow, flaky links.")
+        str | None,
+        _opt("Timing profile: default, or edge for slow, flaky links.", "NAME", "default"),
     ] = None,
     heartbeat_interval: Annotated[
-        float | None, typer.Option(help="Seconds between heartbeats to each peer.")
+        float | None,
+        _opt("Seconds between heartbeats to each peer.", "SECONDS", "0.2 (edge: 0.5)"),
     ] = None,
     suspect_after: Annotated[
-        float | None, typer.Option(help="Seconds of peer silence before routing around it.")
+        float | None,
+        _opt("Seconds of peer silence before routing around it.", "SECONDS", "0.9 (edge: 3)"),
     ] = None,
     advertise: Annotated[
-        str | None, typer.Option(help="Address published for peers (tcp://HOST:PORT).")
+        str | None,
+        _opt("Address published for peers to dial.", "tcp://HOST:PORT", "the listen address"),
     ] = None,
     claim_timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds a named spawn waits for etcd before it fails."),
+        _opt("Seconds a named spawn waits for etcd before it fails.", "SECONDS", 15.0),
     ] = None,
     compaction_interval: Annotated[
         float | None,
-        typer.Option(help="Seconds between the leader's compactions of etcd (0: off)."),
+        _opt("Seconds between the leader's compactions of etcd (0: off).", "SECONDS", 300.0),
     ] = None,
     etcd_ca: EtcdCaOpt = None,
     etcd_cert: EtcdCertOpt = None,
@@ -188,6 +200,7 @@ def node_command(
         "data_dir": data_dir,
         "lease_ttl": lease_ttl,
         "grace_period": grace_period,
+        "send_timeout": send_timeout,
         "profile": profile,
         "heartbeat_interval": heartbeat_interval,
         "suspect_after": suspect_after,
@@ -233,6 +246,7 @@ def _serve(settings: Settings, apps: list[Callable[[Node], Any]], signals: StopS
         etcd_ca=settings.etcd_ca,
         etcd_cert=settings.etcd_cert,
         etcd_key=settings.etcd_key,
+        send_timeout=settings.send_timeout,
         claim_timeout=settings.claim_timeout,
         compaction_interval=settings.compaction_interval,
         heartbeat_interval=settings.heartbeat_interval,

@@ -73,6 +73,9 @@ class Settings:
     """Seconds in-flight work may take to finish on SIGTERM."""
     mailbox_size: int = 10_000
     ask_timeout: float = 5.0
+    send_timeout: float = 10.0
+    """Seconds a tell to a full mailbox (here or on another node) waits for room
+    before the message is a ``mailbox_full`` dead letter and ``tell`` raises."""
     max_message_size: int = 4 * 1024 * 1024
     claim_timeout: float = 15.0
     """Seconds a named spawn waits for a lease (etcd away) before it fails."""
@@ -114,6 +117,7 @@ class Settings:
             "lease_ttl",
             "grace_period",
             "ask_timeout",
+            "send_timeout",
             "claim_timeout",
             "heartbeat_interval",
         ):

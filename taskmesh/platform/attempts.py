@@ -8,6 +8,7 @@ another holder where there is one, until its ``retries`` or its
 
 from __future__ import annotations
 
+import traceback as _traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +54,9 @@ def timed_out(step: Step) -> StepResult:
 
 def error_record(error: BaseException) -> dict[str, Any]:
     """An error as a workflow stores it: the remote type name for a
-    `RemoteError`, else the local type's."""
+    `RemoteError`, else the local type's, with its traceback either way (a
+    step on the coordinator's own node fails with the actor's exception)."""
     if isinstance(error, RemoteError):
         return {"type": error.type_name, "message": error.message, "traceback": error.traceback}
-    return {"type": type(error).__name__, "message": str(error), "traceback": ""}
+    text = "".join(_traceback.format_exception(error)) if error.__traceback__ else ""
+    return {"type": type(error).__name__, "message": str(error), "traceback": text[-16384:]}
