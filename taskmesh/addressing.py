@@ -44,7 +44,7 @@ ask's timeout."""
 class Target(Protocol):
     """A local ``ActorRef`` or a transport ``RemoteRef``."""
 
-    def tell(self, message: Any) -> None: ...
+    def tell(self, message: Any, *, block: bool = True) -> None: ...
 
     def ask_async(
         self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
@@ -125,6 +125,8 @@ def _ask_with_retries(
     attempt = 0
     try:
         while True:
+            if lost:  # a node lost for a moment (a reset link) may serve again
+                lost = {node for node in lost if not resolver.reachable(node)}
             located = pick(frozenset(lost) if lost else _NO_NODES)
             remaining = deadline - time.monotonic()
             try:
@@ -187,14 +189,16 @@ class NamedRef:
     def __repr__(self) -> str:
         return f"<NamedRef {self.name!r}>"
 
-    def tell(self, message: Any) -> None:
+    def tell(self, message: Any, *, block: bool = True) -> None:
         """At most once; an unknown name or undeliverable message becomes a
-        dead letter."""
+        dead letter. A full mailbox, here or on another node, blocks until
+        there is room within the send timeout (then ``mailbox_full`` dead
+        letter and :class:`MailboxFull`); ``block=False`` sheds at once."""
         located = self._resolver.resolve(self.name)
         if located is None:
             self._resolver.dead_letters.record(self.name, message, "actor_not_found")
             return
-        located[1].tell(message)
+        located[1].tell(message, block=block)
 
     async def tell_async(self, message: Any) -> None:
         """``tell`` from a coroutine: waits for room in a full local mailbox
@@ -277,18 +281,19 @@ class CapabilityRef:
             raise ConfigError("consistent_hash routing needs key=")
         return self._resolver.route(self.capability, self.strategy, key, lost)
 
-    def tell(self, message: Any, *, key: str | None = None) -> None:
+    def tell(self, message: Any, *, key: str | None = None, block: bool = True) -> None:
         """At most once to one holder (every holder with ``broadcast``);
-        no holder makes a ``no_route`` dead letter."""
+        no holder makes a ``no_route`` dead letter. A full mailbox blocks or
+        sheds as for ``NamedRef.tell``."""
         targets = self._targets(key)
         if not targets:
             self._resolver.dead_letters.record(self.capability, message, "no_route")
             return
         if self.strategy == "broadcast":
             for _, target in targets:
-                target.tell(message)
+                target.tell(message, block=block)
         else:
-            targets[0][1].tell(message)
+            targets[0][1].tell(message, block=block)
 
     async def tell_async(self, message: Any, *, key: str | None = None) -> None:
         """``tell`` from a coroutine (see ``NamedRef.tell_async``)."""

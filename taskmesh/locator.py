@@ -26,7 +26,7 @@ from taskmesh.errors import ClusterError, ConfigError
 if TYPE_CHECKING:
     from taskmesh.actors.deadletters import DeadLetters
     from taskmesh.actors.system import ActorSystem
-    from taskmesh.cluster import ClusterMember, NameRecord
+    from taskmesh.cluster import ClusterMember, MemberEvent, NameRecord
     from taskmesh.ops.latency import LatencyHistogram
     from taskmesh.transport import Transport
 
@@ -75,6 +75,8 @@ class Locator:
         self._miss_budget = _MISS_LOOKUPS_PER_S
         self._miss_at = time.monotonic()
         self._miss_paused_until = 0.0
+        self._where: dict[str, tuple[str, str]] = {}  # node -> (address, incarnation) last seen
+        view.on_member_event(self._member_event)
 
     # --- Resolver --------------------------------------------------------------
 
@@ -197,14 +199,54 @@ class Locator:
 
     def on_peer_event(self, address: str, state: str) -> None:
         """Transport listener (the transport's I/O thread): route around a
-        peer that is suspect or down, and back to it once it answers."""
+        peer that is suspect or down, and back to it once it answers. Only
+        the node's current address counts: a link to where a restarted node
+        used to listen says nothing about the node now."""
         node = self._node_of.get(address)
         if node is None:
+            return
+        info = self._view.membership.get(node)
+        if info is not None and info.address != address:
             return
         if state in ("suspect", "down"):
             self._view.mark_suspect(node)
         elif state == "up":
             self._view.clear_suspect(node)
+
+    def _member_event(self, event: MemberEvent) -> None:
+        """Members watch thread: follow a node to its new address or
+        incarnation (a restart), and let go of links to nodes that left.
+
+        A node restarted elsewhere (a pod, any node on port 0) is routed to
+        again at once, not suspected for what its old address did; the link
+        to the old address is closed, which fails what still waits on it.
+        """
+        info = event.member
+        node = info.node
+        if node == self._node_id:
+            return
+        before = self._where.get(node)
+        if event.kind == "leave":
+            self._where.pop(node, None)
+            self._view.clear_suspect(node)  # whoever comes back under the name starts afresh
+            if before is not None:
+                self._drop(before[0])
+            return
+        now = (info.address, info.incarnation)
+        self._where[node] = now
+        if before == now:
+            return
+        if before is not None and before[0] != info.address:
+            self._drop(before[0])
+        if before is not None or event.kind == "join":
+            self._view.clear_suspect(node)
+
+    def _drop(self, address: str) -> None:
+        self._transport.forget(address)
+        for key in [k for k in self._refs if k[1] == address]:
+            self._refs.pop(key, None)
+        self._node_of.pop(address, None)
+        self.forget()
 
     def forget(self) -> None:
         """Drop every cached target (for tests and reconfiguration)."""

@@ -58,7 +58,11 @@ class Node:
     the bound one (a proxy, NAT, a Kubernetes service). ``heartbeat_interval``
     and ``suspect_after`` time the suspicion of silent peers; ``claim_timeout``
     bounds a named spawn's wait for etcd; ``compaction_interval`` the
-    leader's compaction of etcd history.
+    leader's compaction of etcd history. ``send_timeout`` bounds how long a
+    tell to a full mailbox (here or on another node) waits for room;
+    ``flow_window`` is how many tells to one remote actor may be on their
+    way before its node took them (0: no flow control; see
+    :mod:`taskmesh.transport.flow`).
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class Node:
         mailbox_size: int = 10_000,
         ask_timeout: float = 5.0,
         send_timeout: float = 10.0,
+        flow_window: int = 2048,
         max_message_size: int = 4 * 1024 * 1024,
         grace_period: float = 10.0,
         max_restarts: int = 3,
@@ -128,6 +133,9 @@ class Node:
             max_message_size=max_message_size,
             heartbeat_interval=heartbeat_interval,
             suspect_after=suspect_after,
+            send_timeout=send_timeout,
+            window=flow_window,
+            room=self.system.on_space,
         )
         self.embedded_etcd: EmbeddedEtcd | None = None
         self.member: ClusterMember | None = None

@@ -97,6 +97,8 @@ class Liveness:
             link.blocked = False
             link.unanswered = 0  # answers sent before a reconnect will not come
             link.seen = False
+            if was == DOWN:
+                link.reset_credit()  # a new connection (maybe a new process) counts afresh
         link.state = UP
         link.reason = ""
         link.last_seen = self.clock()
@@ -121,6 +123,7 @@ class Liveness:
         with link.lock:
             link.blocked = False
             fail_queued(link, self.outbox)
+        link.credit.set()  # senders waiting for credit see the link down
         self.outbox.fail_asks(link, self.outbox.unreachable(link))
         if was == UP:
             log.warning("link to %s is down: %s", link.address, reason)

@@ -9,8 +9,9 @@ from typing import Any
 
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.errors import ActorNotFound, ConfigError, TransportError
+from taskmesh.ops.latency import LatencyHistogram
 from taskmesh.transport.counters import Counters, Tally
-from taskmesh.transport.inbound import Deliver
+from taskmesh.transport.flow import Deliver, Inflow, Room
 from taskmesh.transport.iothread import IOThread
 from taskmesh.transport.link import DOWN
 from taskmesh.transport.outbox import DeadLetterSink, Outbox, PeerListener
@@ -40,9 +41,13 @@ class Transport:
     message; every node of a mesh should use the same value. ``max_queue``
     bounds the messages waiting for one peer; a sender finding it full
     waits up to ``send_timeout`` seconds, then the message is a dead letter
-    (tell) or :class:`PeerUnreachable` (ask). A peer that answers no
-    heartbeat (sent every ``heartbeat_interval`` s) for ``suspect_after`` s
-    is reported ``suspect`` to :meth:`subscribe` listeners.
+    (tell) or :class:`PeerUnreachable` (ask). ``window`` is how many tells
+    to one actor may be on their way before the receiving node has taken
+    them (flow control, see :mod:`~taskmesh.transport.flow`; 0 turns it
+    off); ``room`` tells the transport when a full mailbox here has room
+    again (``ActorSystem.on_space``). A peer that answers no heartbeat
+    (sent every ``heartbeat_interval`` s) for ``suspect_after`` s is
+    reported ``suspect`` to :meth:`subscribe` listeners.
     """
 
     def __init__(
@@ -62,6 +67,8 @@ class Transport:
         high_water_mark: int = 1000,
         linger: float = 1.0,
         lead_hold: float = _LEAD_HOLD,
+        window: int = 2048,
+        room: Room | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_message_size < 64:
@@ -73,16 +80,22 @@ class Transport:
         self.max_message_size = max_message_size
         self.address = ""
         self.counters = Counters()
+        if window < 0:
+            raise ConfigError("window must be >= 0 (0: no flow control)")
         self._outbox = Outbox(
             max_queue=max_queue, send_timeout=send_timeout, clock=clock,
-            dead_letters=self.dead_letters,
+            dead_letters=self.dead_letters, window=window,
+        )  # fmt: skip
+        inflow = Inflow(
+            self._outbox, deliver or _no_actors, room,
+            max_parked=max_queue, max_message_size=max_message_size,
         )  # fmt: skip
         options = SocketOptions(
             keys=keys, max_message_size=max_message_size, high_water_mark=high_water_mark,
             connect_timeout=connect_timeout, linger=linger,
         )  # fmt: skip
         self._io = IOThread(
-            self._outbox, deliver or _no_actors, options,
+            self._outbox, inflow, options,
             listen=listen, advertise=advertise, max_message_size=max_message_size,
             heartbeat_interval=heartbeat_interval, suspect_after=suspect_after,
             counters=self.counters, clock=clock,
@@ -141,6 +154,18 @@ class Transport:
             raise ConfigError(f"CURVE is on: give the server_key of {address}")
         return RemoteRef(self._sender, self._outbox.link(address, server_key), name)
 
+    def forget(self, address: str) -> None:
+        """Close the link to ``address`` for good: its node left the cluster
+        or now listens elsewhere (a restart at a new address). Queued tells
+        become dead letters and waiting asks fail with PeerUnreachable; a
+        later ref to the address opens a fresh link. Any thread."""
+        outbox = self._outbox
+        with outbox.links_lock:
+            link = outbox.links.pop(address, None)
+        if link is not None:
+            outbox.forgotten.append(link)
+            outbox.wake()
+
     def subscribe(self, listener: PeerListener) -> None:
         """Call ``listener(address, state)`` when a peer link goes ``up``,
         ``suspect`` (no heartbeat answer for ``suspect_after`` seconds) or
@@ -172,6 +197,13 @@ class Transport:
             if time.monotonic() >= deadline or self._thread is None or outbox.stopping:
                 return False
             time.sleep(0.001)
+
+    @property
+    def handling(self) -> LatencyHistogram | None:
+        """Seconds from a remote ask's arrival here to its answer (queueing
+        and handling), or None for a transport that listens to nobody."""
+        router = self._io.router
+        return router.handling if router is not None else None
 
     def snapshot(self) -> dict[str, Any]:
         """Counters as a plain dict, plus pending asks and peer states."""
