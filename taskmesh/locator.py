@@ -215,11 +215,14 @@ class Locator:
 
     def _member_event(self, event: MemberEvent) -> None:
         """Members watch thread: follow a node to its new address or
-        incarnation (a restart), and let go of links to nodes that left.
+        incarnation (a restart), and forget suspicion of a node that left.
 
         A node restarted elsewhere (a pod, any node on port 0) is routed to
-        again at once, not suspected for what its old address did; the link
-        to the old address is closed, which fails what still waits on it.
+        again at once, not suspected for what its old address did. The link
+        to an old address is left alone: a process draining there (a
+        rolling update starts the new pod before the old one has finished)
+        still answers what it was asked; the transport closes links that
+        stay down.
         """
         info = event.member
         node = info.node
@@ -229,24 +232,17 @@ class Locator:
         if event.kind == "leave":
             self._where.pop(node, None)
             self._view.clear_suspect(node)  # whoever comes back under the name starts afresh
-            if before is not None:
-                self._drop(before[0])
             return
         now = (info.address, info.incarnation)
         self._where[node] = now
         if before == now:
             return
         if before is not None and before[0] != info.address:
-            self._drop(before[0])
+            for key in [k for k in self._refs if k[1] == before[0]]:
+                self._refs.pop(key, None)
+            self.forget()
         if before is not None or event.kind == "join":
             self._view.clear_suspect(node)
-
-    def _drop(self, address: str) -> None:
-        self._transport.forget(address)
-        for key in [k for k in self._refs if k[1] == address]:
-            self._refs.pop(key, None)
-        self._node_of.pop(address, None)
-        self.forget()
 
     def forget(self) -> None:
         """Drop every cached target (for tests and reconfiguration)."""

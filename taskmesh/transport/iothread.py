@@ -70,6 +70,7 @@ class IOThread:
         max_message_size: int,
         heartbeat_interval: float,
         suspect_after: float,
+        stale_after: float,
         counters: Counters,
         clock: Callable[[], float],
     ) -> None:
@@ -93,7 +94,8 @@ class IOThread:
         self.answered: Answered = []  # answers read, not yet handed over
         self.liveness = Liveness(
             outbox, self.inbound, counters, self.answered,
-            suspect_after=suspect_after, limited=self.limited, clock=clock,
+            suspect_after=suspect_after, stale_after=stale_after, limited=self.limited,
+            clock=clock,
         )  # fmt: skip
         self.router: Router | None = None
         self.context: zmq.Context[zmq.Socket[bytes]] | None = None

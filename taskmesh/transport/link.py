@@ -42,6 +42,7 @@ class Link:
         "carry_count",
         "credit",
         "credit_due",
+        "down_since",
         "epoch",
         "fd",
         "granted",
@@ -103,6 +104,7 @@ class Link:
         self.monitor: zmq.Socket[bytes] | None = None
         self.last_seen = 0.0
         self.suspect = False
+        self.down_since = 0.0  # when it went down (0: not down)
 
     def needs_reader(self) -> bool:
         """Whether the I/O thread must watch the socket: answers or credit

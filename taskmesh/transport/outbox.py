@@ -108,7 +108,7 @@ class Outbox:
         self.new_links: deque[Link] = deque()  # links whose socket must be opened
         self.ready: deque[Link] = deque()  # links with queued envelopes
         self.attention: deque[Link] = deque()  # links a sync asker left with answers due
-        self.forgotten: deque[Link] = deque()  # links to close: their peer left or moved
+        self.forgotten: deque[Link] = deque()  # links to close: down too long (Liveness)
         # Added by askers; popped by whoever reads the answer, expires or fails it.
         self.pending: dict[int, Pending] = {}
         self.listeners: list[PeerListener] = []

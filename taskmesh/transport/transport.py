@@ -47,7 +47,9 @@ class Transport:
     off); ``room`` tells the transport when a full mailbox here has room
     again (``ActorSystem.on_space``). A peer that answers no heartbeat
     (sent every ``heartbeat_interval`` s) for ``suspect_after`` s is
-    reported ``suspect`` to :meth:`subscribe` listeners.
+    reported ``suspect`` to :meth:`subscribe` listeners; a link down for
+    ``stale_after`` s with nothing queued is closed (its peer left or moved;
+    a later ref opens a fresh one).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class Transport:
         heartbeat_interval: float = 0.2,
         suspect_after: float = 0.9,
         connect_timeout: float = 1.0,
+        stale_after: float = 60.0,
         high_water_mark: int = 1000,
         linger: float = 1.0,
         lead_hold: float = _LEAD_HOLD,
@@ -98,7 +101,7 @@ class Transport:
             self._outbox, inflow, options,
             listen=listen, advertise=advertise, max_message_size=max_message_size,
             heartbeat_interval=heartbeat_interval, suspect_after=suspect_after,
-            counters=self.counters, clock=clock,
+            stale_after=stale_after, counters=self.counters, clock=clock,
         )  # fmt: skip
         self._sender = Sender(
             self._outbox, self._io, max_message_size=max_message_size, hold=lead_hold
@@ -153,18 +156,6 @@ class Transport:
         if self.keys is not None and server_key is None:
             raise ConfigError(f"CURVE is on: give the server_key of {address}")
         return RemoteRef(self._sender, self._outbox.link(address, server_key), name)
-
-    def forget(self, address: str) -> None:
-        """Close the link to ``address`` for good: its node left the cluster
-        or now listens elsewhere (a restart at a new address). Queued tells
-        become dead letters and waiting asks fail with PeerUnreachable; a
-        later ref to the address opens a fresh link. Any thread."""
-        outbox = self._outbox
-        with outbox.links_lock:
-            link = outbox.links.pop(address, None)
-        if link is not None:
-            outbox.forgotten.append(link)
-            outbox.wake()
 
     def subscribe(self, listener: PeerListener) -> None:
         """Call ``listener(address, state)`` when a peer link goes ``up``,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import taskmesh
@@ -71,3 +72,70 @@ class Spawner(taskmesh.Actor):
 def spawner(node: Node) -> None:
     """A `Spawner` named ``spawner-<node>``."""
     node.spawn(Spawner, name=f"spawner-{node.node_id}")
+
+
+class Sink(taskmesh.Actor):
+    """Records the ``seq`` of every tell; ``"seen"`` answers them, sorted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def receive(self, message: Any) -> Any:
+        if message == "seen":
+            return sorted(self.seen)
+        self.seen.append(int(message["seq"]))
+        return None
+
+
+class Ledger(Counter):
+    """A `Counter` that also answers ``"applied"`` with every key it applied
+    and how often (the chaos run looks for a key applied twice)."""
+
+    def receive(self, message: Any) -> Any:
+        if message == "applied":
+            return dict(self.applied)
+        return super().receive(message)
+
+
+class Gated(taskmesh.Actor):
+    """Takes each message only while its gate is open (a small mailbox that
+    fills on demand); ``Gate`` opens and closes it."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+        self.count = 0
+
+    def receive(self, message: Any) -> Any:
+        self.gate.wait()
+        if message == "count":
+            return self.count
+        self.count += 1
+        return None
+
+
+class Gate(taskmesh.Actor):
+    """``"open"`` or ``"close"`` the gate of this node's ``Gated``."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def receive(self, message: Any) -> Any:
+        if message == "open":
+            self.gate.set()
+        elif message == "close":
+            self.gate.clear()
+        return None
+
+
+def chaos(node: Node) -> None:
+    """The chaos run's actors: ``ledger-<node>`` (capability ``counter``),
+    ``sink-<node>``, ``gated-<node>`` (mailbox 200) and ``gate-<node>``."""
+    gate = threading.Event()
+    gate.set()
+    node.spawn(Ledger, name=f"ledger-{node.node_id}")
+    node.spawn(Sink, name=f"sink-{node.node_id}")
+    node.spawn(Gated, gate, name=f"gated-{node.node_id}", mailbox_size=200)
+    node.spawn(Gate, gate, name=f"gate-{node.node_id}")
