@@ -8,6 +8,7 @@ from typing import Any
 
 import taskmesh
 from taskmesh.node import Node
+from tests.integration.node.apps import Gate, Gated
 
 
 class Counter(taskmesh.Actor):
@@ -96,38 +97,6 @@ class Ledger(Counter):
         if message == "applied":
             return dict(self.applied)
         return super().receive(message)
-
-
-class Gated(taskmesh.Actor):
-    """Takes each message only while its gate is open (a small mailbox that
-    fills on demand); ``Gate`` opens and closes it."""
-
-    def __init__(self, gate: threading.Event) -> None:
-        super().__init__()
-        self.gate = gate
-        self.count = 0
-
-    def receive(self, message: Any) -> Any:
-        self.gate.wait()
-        if message == "count":
-            return self.count
-        self.count += 1
-        return None
-
-
-class Gate(taskmesh.Actor):
-    """``"open"`` or ``"close"`` the gate of this node's ``Gated``."""
-
-    def __init__(self, gate: threading.Event) -> None:
-        super().__init__()
-        self.gate = gate
-
-    def receive(self, message: Any) -> Any:
-        if message == "open":
-            self.gate.set()
-        elif message == "close":
-            self.gate.clear()
-        return None
 
 
 def chaos(node: Node) -> None:
