@@ -76,7 +76,8 @@ def spawner(node: Node) -> None:
 
 
 class Sink(taskmesh.Actor):
-    """Records the ``seq`` of every tell; ``"seen"`` answers them, sorted."""
+    """Records the ``seq`` of every tell; ``"seen"`` answers them as sorted
+    ``[first, last]`` runs (short, however long the run was)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,18 +85,24 @@ class Sink(taskmesh.Actor):
 
     def receive(self, message: Any) -> Any:
         if message == "seen":
-            return sorted(self.seen)
+            runs: list[list[int]] = []
+            for seq in sorted(set(self.seen)):
+                if runs and runs[-1][1] == seq - 1:
+                    runs[-1][1] = seq
+                else:
+                    runs.append([seq, seq])
+            return runs
         self.seen.append(int(message["seq"]))
         return None
 
 
 class Ledger(Counter):
-    """A `Counter` that also answers ``"applied"`` with every key it applied
-    and how often (the chaos run looks for a key applied twice)."""
+    """A `Counter` that also answers ``"twice"`` with the keys it applied more
+    than once (the chaos run looks for them)."""
 
     def receive(self, message: Any) -> Any:
-        if message == "applied":
-            return dict(self.applied)
+        if message == "twice":
+            return {key: n for key, n in self.applied.items() if n > 1}
         return super().receive(message)
 
 
