@@ -23,6 +23,7 @@ from taskmesh.cluster import ClusterMember, ClusterSettings, MemberInfo, Route
 from taskmesh.errors import ClusterError, EtcdUnavailable
 from taskmesh.locator import Locator
 from taskmesh.ops.latency import LatencyHistogram
+from taskmesh.platform.limiter import client_limiter
 from taskmesh.platform.workflows import WorkflowInfo, WorkflowService
 from taskmesh.transport import Transport
 from taskmesh.transport.security import load_keys
@@ -56,6 +57,7 @@ class Client:
         etcd_key: str | Path | None = None,
         heartbeat_interval: float = 0.2,
         suspect_after: float = 0.9,
+        send_timeout: float = 10.0,
     ) -> None:
         self.cluster_name = cluster
         self.ask_timeout = ask_timeout
@@ -97,6 +99,10 @@ class Client:
         )
         self._named: dict[str, NamedRef] = {}
         self._workflows = WorkflowService(self.locator, self._view.client, cluster)
+        # the cluster's limits bind clients too (slots under a lease of the client's own)
+        self._limiter = client_limiter(
+            self._view, self.locator, send_timeout=send_timeout, ask_timeout=ask_timeout
+        )
         self._started = False
 
     def start(self) -> Client:
@@ -104,6 +110,7 @@ class Client:
         :class:`EtcdUnavailable` if etcd does not answer in time."""
         try:
             self._view.start()
+            self._limiter.start(wait=self._start_timeout)
             self.transport.start()
             self.transport.subscribe(self.locator.on_peer_event)
         except ClusterError as error:
@@ -119,6 +126,7 @@ class Client:
 
     def close(self) -> None:
         """Stop watching and close the transport (idempotent)."""
+        self._limiter.stop()
         self.transport.stop()
         self._view.stop(deregister=False)
         self._started = False
