@@ -23,12 +23,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import Reply
+from taskmesh.deathwatch import unwatch_named, watch_named
 from taskmesh.errors import ActorNotFound, AskTimeout, ConfigError, PeerUnreachable
 from taskmesh.ops.latency import LatencyHistogram
+
+if TYPE_CHECKING:
+    from taskmesh.actors.cell import Cell
 
 __all__ = ["CapabilityRef", "Gate", "NamedRef", "Resolver", "Target"]
 
@@ -284,6 +288,14 @@ class NamedRef:
 
     def _what(self) -> str:
         return f"named {self.name!r}"
+
+    def _watch(self, watcher: Cell) -> None:
+        """``Actor.watch`` of the actor behind the name, on any node (the
+        watcher's thread; see taskmesh.deathwatch)."""
+        watch_named(watcher, self.name)
+
+    def _unwatch(self, watcher: Cell) -> None:
+        unwatch_named(watcher, self.name)
 
 
 class CapabilityRef:

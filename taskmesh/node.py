@@ -28,6 +28,7 @@ from taskmesh.actors.system import ActorSystem
 from taskmesh.addressing import CapabilityRef, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, MemberInfo
 from taskmesh.cluster.member import default_node_id
+from taskmesh.deathwatch import DeathWatch, spawn_death_watch
 from taskmesh.errors import ConfigError, NameTaken
 from taskmesh.locator import Locator
 from taskmesh.ops.introspect import spawn_introspector
@@ -133,6 +134,8 @@ class Node:
         self.member: ClusterMember | None = None
         self.locator: Locator | None = None
         self._services: NodeServices | None = None
+        self.death_watch: DeathWatch | None = None
+        """Watches of actors across nodes (taskmesh.deathwatch), once started."""
         self._singletons = Singletons(self.system)
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._lock = threading.Lock()
@@ -191,6 +194,7 @@ class Node:
             self._services = NodeServices(self).start()  # scheduler, workflow coordinator
             # ops: the `_ops` actor the cluster page and `taskmesh dead-letters` ask
             spawn_introspector(self)
+            self.death_watch = spawn_death_watch(self)  # `_deathwatch`: watch across nodes
         except BaseException:
             self.stop()
             raise
