@@ -204,7 +204,7 @@ class _Check:
     pass
 
 
-_PEER_OPS = frozenset({"watch", "unwatch", "terminated"})
+_PEER_OPS = frozenset({"watch", "unwatch", "terminated", "watchers"})
 
 
 _CHECK = _Check()
@@ -429,6 +429,8 @@ class DeathWatcher(Actor):
             self.book.watched_by.setdefault(name, set()).add(node)
             self.watch(target)
             return {"ok": True}
+        if op == "watchers":  # introspection: which nodes watch the actor here
+            return sorted(self.book.watched_by.get(name, ()))
         if op == "unwatch":
             nodes = self.book.watched_by.get(name)
             if nodes is not None:
