@@ -191,20 +191,14 @@ class CapabilityGate:
     def tell(self, message: Any) -> None:
         """Wait for a rate token within the send timeout, else make a
         ``limited`` dead letter and raise `LimitTimeout`."""
-        if self._rate is None:
+        rate = self._rate
+        if rate is None or rate.take():
             return
-        timeout = self.limiter.send_timeout
         try:
-            self._wait_token(timeout)
+            self._wait_rate(rate, self.limiter.send_timeout)
         except LimitTimeout as error:
             self.limiter.dead_letters.record(self.capability, message, "limited", str(error))
             raise
-
-    def _wait_token(self, timeout: float) -> None:
-        rate = self._rate
-        if rate is None or rate.acquire(_monotonic() + timeout, None) is not None:
-            return
-        self._wait_rate(rate, timeout)
 
     def _wait_rate(self, rate: RateGate, timeout: float) -> None:
         deadline = _monotonic() + timeout
@@ -218,10 +212,10 @@ class CapabilityGate:
     async def tell_async(self, message: Any) -> None:
         """``tell`` from a coroutine: awaits the token without blocking the loop."""
         rate = self._rate
+        if rate is None or rate.take():
+            return
         timeout = self.limiter.send_timeout
         deadline = _monotonic() + timeout
-        if rate is None or rate.acquire(deadline, None) is not None:
-            return
         loop = asyncio.get_running_loop()
         came: asyncio.Future[Grant | None] = loop.create_future()
 

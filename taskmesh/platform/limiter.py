@@ -138,10 +138,12 @@ class Limiter:
 
     # --- what gates call (lock held unless said) ----------------------------
 
-    def activate(self, gate: QueueGate) -> None:
-        """Make the limiter's thread serve ``gate`` soon (lock held)."""
-        self._active.add(gate)
-        self._wake.set()
+    def activate(self, gate: QueueGate, *, urgent: bool = True) -> None:
+        """Make the limiter's thread serve ``gate`` now (lock held); not
+        ``urgent``: by the time it asked for, if it already minds it."""
+        if urgent or gate not in self._active:
+            self._active.add(gate)
+            self._wake.set()
 
     def deactivate(self, gate: QueueGate) -> None:
         """``gate`` has nothing to do (lock held); an idle per-key gate is
@@ -153,10 +155,6 @@ class Limiter:
             owner = self.gates.get(gate.capability)
             if owner is not None:
                 owner.forget(gate)
-
-    def kick(self) -> None:
-        """Wake the limiter's thread (any thread)."""
-        self._wake.set()
 
     def slot_gate(self, capability: str, key: str | None, slots: int) -> SlotGate:
         """A new slot gate, registered for the watch (lock held)."""

@@ -101,7 +101,9 @@ class SlotGate(QueueGate):
             elif self.in_use < self.held:
                 if self.in_use == 0:
                     self._idle_since = _monotonic()
-                self.limiter.activate(self)
+                # another process waits: give it back now; else at the linger's end
+                # (no wake-up per message while the limiter already minds this gate)
+                self.limiter.activate(self, urgent=bool(self.wanters))
         run(fired)
 
     def _take(self) -> Grant:
@@ -160,6 +162,8 @@ class SlotGate(QueueGate):
                     action = "unmark"
                 elif self.held > self.in_use:
                     return self._idle_since + LINGER
+                elif self.held:  # all in use: stay minded, so releases need no wake-up
+                    return now + LINGER
                 else:
                     self.limiter.deactivate(self)
                     return None

@@ -74,20 +74,27 @@ class RateGate(QueueGate):
         self._next_fetch = 0.0
         self._record: KeyValue | None = None  # the bucket as last read or written
 
+    def take(self) -> bool:
+        """Take a token at hand, if there is one (any thread): the fast path,
+        a lock and a counter. (Tokens past `HOLD` are dropped by the
+        limiter's thread.)"""
+        with self.lock:
+            if self._tokens and not self.tickets:
+                self._tokens -= 1
+                self._used += 1
+                return True
+            return False
+
     def acquire(self, deadline: float, callback: Callback | None) -> Grant | None:
         """A token now, or None; with ``callback``, queue a ticket that is
         called with a token or with None at ``deadline`` (any thread)."""
         with self.lock:
             if self._tokens and not self.tickets:
-                if _monotonic() < self._expires:
-                    self._tokens -= 1
-                    self._used += 1
-                    return TOKEN
-                self._tokens = 0
-            if callback is None:
-                return None
-            self._queue(deadline, callback)
-        self.limiter.kick()
+                self._tokens -= 1
+                self._used += 1
+                return TOKEN
+            if callback is not None:
+                self._queue(deadline, callback)
         return None
 
     def update(self, limit: Limit) -> None:
@@ -103,6 +110,8 @@ class RateGate(QueueGate):
                 next_deadline = self._expire(now, fired)
                 self._hand_out(now, fired)
                 if not self.tickets:
+                    if self._tokens:
+                        return self._expires  # to drop them then
                     self.limiter.deactivate(self)
                     return None
                 if now < self._next_fetch:
