@@ -382,7 +382,7 @@ class Node:
         and tells a second, ``burst=`` tokens at once), ``concurrency=``
         (asks in flight), ``per_key=True`` (concurrency per ``key=`` of the
         ask). Stored in etcd; every node and client obeys it. Setting it
-        again replaces it (see docs/limits.md)."""
+        again replaces it (see docs/platform.md)."""
         return self._platform().set_limit(capability, **options)
 
     def remove_limit(self, capability: str) -> bool:

@@ -185,19 +185,24 @@ def limits(
 
 @app.command()
 def limit(
-    capability: Annotated[str, typer.Argument(help="The capability to limit.")],
+    capability: Annotated[
+        str, typer.Argument(help="The capability to limit.", metavar="CAP", show_default=False)
+    ],
     rate: Annotated[
         float | None,
-        typer.Option(help="Asks and tells a second, cluster-wide.", show_default=False),
+        typer.Option(
+            help="Asks and tells a second, cluster-wide.", metavar="R", show_default=False
+        ),
     ] = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(help="Asks in flight, cluster-wide.", show_default=False),
+        typer.Option(help="Asks in flight, cluster-wide.", metavar="C", show_default=False),
     ] = None,
     burst: Annotated[
         float | None,
         typer.Option(
             help="Tokens the rate may spend at once.  [default: a tenth of a second's]",
+            metavar="TOKENS",
             show_default=False,
         ),
     ] = None,
@@ -212,14 +217,15 @@ def limit(
     """Set (or replace, or --remove) a capability's cluster-wide limit."""
     if remove and (rate is not None or concurrency is not None or burst is not None or per_key):
         raise ConfigError("--remove takes no --rate, --concurrency, --burst or --per-key")
+    wanted = None
+    if not remove:  # a bad limit is refused before etcd is asked
+        wanted = Limit(capability, rate=rate, concurrency=concurrency, burst=burst, per_key=per_key)
     with etcd_of(cluster, etcd, config) as (client, keys):
         store = LimitStore(client, keys)
-        if remove:
+        if wanted is None:
             if not store.remove(capability):
                 raise ConfigError(f"no limit on {capability!r}")
             typer.echo(f"limit on {capability} removed")
             return
-        stored = store.put(
-            Limit(capability, rate=rate, concurrency=concurrency, burst=burst, per_key=per_key)
-        )
-    typer.echo(f"limit on {stored.capability}: {stored.describe()}")
+        store.put(wanted)
+    typer.echo(f"limit on {wanted.capability}: {wanted.describe()}")
