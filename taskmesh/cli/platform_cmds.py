@@ -165,7 +165,7 @@ def limits(
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """List the cluster-wide limits, with the tokens and slots in use."""
+    """List the cluster-wide limits and their state."""
     with etcd_of(cluster, etcd, config) as (client, keys):
         rows = [info.to_json() for info in LimitStore(client, keys).infos()]
     if as_json:
@@ -214,7 +214,7 @@ def limit(
     etcd: EtcdOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Set (or replace, or --remove) a capability's cluster-wide limit."""
+    """Set, replace or --remove a capability's limit."""
     if remove and (rate is not None or concurrency is not None or burst is not None or per_key):
         raise ConfigError("--remove takes no --rate, --concurrency, --burst or --per-key")
     wanted = None
