@@ -1,44 +1,12 @@
-"""Death watch across nodes: ``self.watch(self.node.ref("worker-7"))``.
-
-Local death watch lives in the actor layer (a cell tells its watchers when
-it ends). This module carries it over the mesh, with one built-in actor on
-every node, ``_deathwatch`` (a node-local name), that plays two parts:
-
-- **for a watcher here**: it finds the node that holds the name, asks that
-  node's ``_deathwatch`` to watch the actor, and delivers
-  :class:`~taskmesh.Terminated` to the watcher when told that the actor
-  ended, or when the node is gone: it left the cluster (stopped, or its
-  lease expired after a crash: ``"node_left"``), it came back as a new
-  process, or the mesh suspected it for longer than ``unreachable_after``
-  (``"unreachable"``) while etcd still saw it;
-- **for a target here**: it watches the actor locally (the actor layer's
-  own death watch) and tells every watching node's ``_deathwatch`` when it
-  ends, with the local reason (``"stopped"``, ``"failed"``).
-
-Semantics follow local death watch: a watch is on the actor behind the
-name when the watch is made, not on the name; a restart (in place) is not
-an end; the watch survives the watcher's restarts and ends with the
-watcher's cell (its node is then told to forget it); ``unwatch`` returns
-once no Terminated for that watch can be delivered any more. The watches
-of a node live in its memory: a node that restarts has none.
-
-Why a module of its own at the top: it joins the actor layer (local
-watch), the cluster (membership, suspicion) and the mesh, as the locator
-and the registrar do; it is part of the actor model, not of the task
-platform.
-
-The tables are in a `WatchBook`, outside the actor instance, so that a
-restart of ``_deathwatch`` loses nothing; its lock makes ``unwatch`` (in
-the watcher's thread) exact.
-"""
+"""The ``_deathwatch`` actor, and how watchers reach it (see
+`taskmesh.deathwatch` for what it does and promises)."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from taskmesh.actors.actor import Actor
@@ -47,6 +15,8 @@ from taskmesh.actors.messages import Terminated
 from taskmesh.cluster import MemberEvent, MemberInfo
 from taskmesh.errors import ActorError, TaskmeshError
 
+from .book import RemoteWatch, WatchBook
+
 if TYPE_CHECKING:
     from taskmesh.actors.cell import Cell
     from taskmesh.actors.ref import ActorRef
@@ -54,11 +24,11 @@ if TYPE_CHECKING:
     from taskmesh.node import Node
 
 __all__ = [
+    "CHECK",
     "UNREACHABLE_AFTER",
     "WATCH_ACTOR",
     "DeathWatch",
     "DeathWatcher",
-    "WatchBook",
     "WatchContext",
     "spawn_death_watch",
     "unwatch_named",
@@ -97,82 +67,6 @@ class WatchContext:
     unreachable_after: float = UNREACHABLE_AFTER
 
 
-@dataclass(eq=False)
-class _Remote:
-    """The watches here of one actor on another node."""
-
-    node: str
-    name: str
-    incarnation: str
-    cells: set[Cell] = field(default_factory=set)
-    registered: bool = False
-    attempt: int = 0
-    retry_at: float = 0.0
-    suspect_since: float | None = None
-
-
-class WatchBook:
-    """The death watches of one node, both parts (see the module docstring).
-
-    ``remote`` (this node watching), ``by_watcher`` (the same, by watcher)
-    and ``pending`` (watches not yet handled by the actor) are guarded by
-    ``lock`` and touched by the actor's thread and, for ``unwatch``, by the
-    watcher's; ``watched_by`` (other nodes watching actors here) by the
-    actor's thread only.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.remote: dict[tuple[str, str], _Remote] = {}
-        self.by_watcher: dict[str, dict[Cell, set[tuple[str, str]]]] = {}
-        self.pending: dict[tuple[Cell, str], object] = {}
-        self.watched_by: dict[str, set[str]] = {}
-
-    def add(self, entry: _Remote, cell: Cell) -> None:
-        """Lock held."""
-        entry.cells.add(cell)
-        self.by_watcher.setdefault(cell.name, {}).setdefault(cell, set()).add(
-            (entry.node, entry.name)
-        )
-
-    def discard(self, key: tuple[str, str], cell: Cell) -> _Remote | None:
-        """Remove ``cell``'s watch of ``key``; return the entry if nobody
-        here watches it any more (lock held)."""
-        entry = self.remote.get(key)
-        cells = self.by_watcher.get(cell.name)
-        if cells is not None and cell in cells:
-            cells[cell].discard(key)
-            if not cells[cell]:
-                del cells[cell]
-                if not cells:
-                    del self.by_watcher[cell.name]
-        if entry is None:
-            return None
-        entry.cells.discard(cell)
-        if entry.cells:
-            return None
-        del self.remote[key]
-        return entry
-
-    def end(self, key: tuple[str, str], reason: str) -> _Remote | None:
-        """The watched actor ended: deliver Terminated to its watchers here
-        (under the lock, so that an ``unwatch`` that returned first wins)."""
-        with self.lock:
-            entry = self.remote.pop(key, None)
-            if entry is None:
-                return None
-            for cell in entry.cells:
-                cells = self.by_watcher.get(cell.name)
-                if cells is not None and cell in cells:
-                    cells[cell].discard(key)
-                    if not cells[cell]:
-                        del cells[cell]
-                        if not cells:
-                            del self.by_watcher[cell.name]
-                cell.deliver_internal(Terminated(entry.name, reason))
-            return entry
-
-
 # --- messages to the actor (local only) -------------------------------------
 
 
@@ -185,7 +79,7 @@ class _Watch:
 
 @dataclass(frozen=True, slots=True)
 class _Forget:
-    entries: tuple[_Remote, ...]
+    entries: tuple[RemoteWatch, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +209,7 @@ class DeathWatcher(Actor):
             entry = book.remote.get(key)
             fresh = entry is None
             if entry is None:
-                entry = book.remote[key] = _Remote(node, name, member.incarnation)
+                entry = book.remote[key] = RemoteWatch(node, name, member.incarnation)
             book.add(entry, cell)
         self.watch(cell.ref)  # a watcher that ends drops its watches
         if fresh:
@@ -323,7 +217,7 @@ class DeathWatcher(Actor):
         if not self.timers.is_active("check"):
             self.timers.start_periodic("check", _CHECK, CHECK)
 
-    def _register(self, entry: _Remote) -> None:
+    def _register(self, entry: RemoteWatch) -> None:
         """Ask the target's node to watch it for us."""
         entry.attempt += 1
         info = self.ctx.member(entry.node)
@@ -403,7 +297,7 @@ class DeathWatcher(Actor):
         for node in book.watched_by.pop(name, ()):
             self._tell(node, {"op": "terminated", "name": name, "reason": message.reason,
                               "node": self.ctx.node})  # fmt: skip
-        forgotten: list[_Remote] = []
+        forgotten: list[RemoteWatch] = []
         with book.lock:
             for cell in [c for c in book.by_watcher.get(name, {}) if not c.alive]:
                 for key in list(book.by_watcher[name][cell]):
