@@ -20,7 +20,7 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from taskmesh.addressing import Located, Target
+from taskmesh.addressing import Gate, Located, Target
 from taskmesh.errors import ClusterError, ConfigError
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ class Locator:
         self.dead_letters = dead_letters
         self.ask_timeout = ask_timeout
         self.ask_latency = ask_latency
+        self.limits: dict[str, Gate] = {}
+        """Gates of the limited capabilities; a limiter keeps it (taskmesh.platform)."""
         self._view = view
         self._transport = transport
         self._curve = curve
