@@ -12,21 +12,30 @@ is known lost, also while the ask is in flight: the transport reports it
 unreachable or suspects it (missed heartbeats), or its lease expired and it
 left the member cache. It backs off exponentially, all inside the one
 overall timeout. The key lets the receiving node answer a repeat from memory.
+
+A capability with a cluster-wide limit (``node.set_limit``) has a
+:class:`Gate` in the resolver's ``limits``; its messages pass the gate
+(see :mod:`taskmesh.platform.gate`). An unlimited one costs one dict lookup.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import Reply
+from taskmesh.deathwatch import unwatch_named, watch_named
 from taskmesh.errors import ActorNotFound, AskTimeout, ConfigError, PeerUnreachable
 from taskmesh.ops.latency import LatencyHistogram
 
-__all__ = ["CapabilityRef", "NamedRef", "Resolver", "Target"]
+if TYPE_CHECKING:
+    from taskmesh.actors.cell import Cell
+
+__all__ = ["CapabilityRef", "Gate", "NamedRef", "Resolver", "Target"]
 
 _perf_counter = time.perf_counter
 
@@ -75,6 +84,28 @@ class RetryTracer(Protocol):
         ...
 
 
+class Gate(Protocol):
+    """A cluster-wide limit on one capability, as its senders pass it
+    (:class:`taskmesh.platform.gate.CapabilityGate`); each method runs in
+    the sender's thread and raises :class:`LimitTimeout` when no token
+    came in time."""
+
+    def tell(self, message: Any) -> None: ...
+
+    async def tell_async(self, message: Any) -> None: ...
+
+    def ask(self, send: Callable[[float], Any], key: str | None, timeout: float) -> Any:
+        """Wait for leave, then ``send(seconds left)``."""
+        ...
+
+    def ask_async(self, send: Callable[[float], Reply], key: str | None, timeout: float) -> Reply:
+        """``send(seconds left)`` now or once admitted; never blocks."""
+        ...
+
+
+_NO_LIMITS: Mapping[str, Gate] = {}
+
+
 class Resolver(Protocol):
     """What named and capability refs need from a node or a client."""
 
@@ -82,6 +113,11 @@ class Resolver(Protocol):
     ask_timeout: float
     ask_latency: LatencyHistogram
     tracing: RetryTracer | None
+
+    @property
+    def limits(self) -> Mapping[str, Gate]:
+        """Gates of the limited capabilities, by capability (kept by a limiter)."""
+        ...
 
     def resolve(self, name: str) -> Located | None:
         """The node and actor holding ``name`` now, or None (caller's thread)."""
@@ -294,6 +330,14 @@ class NamedRef:
     def _what(self) -> str:
         return f"named {self.name!r}"
 
+    def _watch(self, watcher: Cell) -> None:
+        """``Actor.watch`` of the actor behind the name, on any node (the
+        watcher's thread; see taskmesh.deathwatch)."""
+        watch_named(watcher, self.name)
+
+    def _unwatch(self, watcher: Cell) -> None:
+        unwatch_named(watcher, self.name)
+
 
 class CapabilityRef:
     """Reaches an actor that holds ``capability``, picked by ``strategy``:
@@ -301,12 +345,13 @@ class CapabilityRef:
     ``key=``: the same key reaches the same actor while membership is
     stable) or ``broadcast`` (tell only: every holder)."""
 
-    __slots__ = ("_resolver", "capability", "strategy")
+    __slots__ = ("_limits", "_resolver", "capability", "strategy")
 
     def __init__(self, resolver: Resolver, capability: str, strategy: str = "round_robin") -> None:
         if strategy not in _STRATEGIES:
             raise ConfigError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
         self._resolver = resolver
+        self._limits = getattr(resolver, "limits", _NO_LIMITS)
         self.capability = capability
         self.strategy = strategy
 
@@ -321,7 +366,11 @@ class CapabilityRef:
     def tell(self, message: Any, *, key: str | None = None, block: bool = True) -> None:
         """At most once to one holder (every holder with ``broadcast``);
         no holder makes a ``no_route`` dead letter. A full mailbox blocks or
-        sheds as for ``NamedRef.tell``."""
+        sheds as for ``NamedRef.tell``; a limited capability waits for a
+        token within the send timeout (then ``LimitTimeout``)."""
+        gate = self._limits.get(self.capability)
+        if gate is not None:
+            gate.tell(message)
         targets = self._targets(key)
         if not targets:
             self._resolver.dead_letters.record(self.capability, message, "no_route")
@@ -334,6 +383,9 @@ class CapabilityRef:
 
     async def tell_async(self, message: Any, *, key: str | None = None) -> None:
         """``tell`` from a coroutine (see ``NamedRef.tell_async``)."""
+        gate = self._limits.get(self.capability)
+        if gate is not None:
+            await gate.tell_async(message)
         targets = self._targets(key)
         if not targets:
             self._resolver.dead_letters.record(self.capability, message, "no_route")
@@ -349,9 +401,26 @@ class CapabilityRef:
         key: str | None = None,
         idempotency_key: str | None = None,
     ) -> Reply:
-        """Send to one holder and return a :class:`Reply` (awaitable). No retries."""
+        """Send to one holder and return a :class:`Reply` (awaitable). No
+        retries. A limited capability sends once admitted (the reply fails
+        with ``LimitTimeout`` if that takes longer than ``timeout``)."""
         if self.strategy == "broadcast":
             raise ConfigError("a broadcast has no single reply: use tell")
+        gate = self._limits.get(self.capability)
+        if gate is not None:
+            send = partial(self._ask_async, message, key=key, idempotency_key=idempotency_key)
+            return gate.ask_async(
+                send, key, self._resolver.ask_timeout if timeout is None else timeout
+            )
+        targets = self._targets(key)
+        if not targets:
+            raise ActorNotFound(f"no actor holds the capability {self.capability!r}")
+        return targets[0][1].ask_async(message, timeout=timeout, idempotency_key=idempotency_key)
+
+    def _ask_async(
+        self, message: Any, timeout: float | None, *, key: str | None, idempotency_key: str | None
+    ) -> Reply:
+        """``ask_async`` past the gate (also on the limiter's sending thread)."""
         targets = self._targets(key)
         if not targets:
             raise ActorNotFound(f"no actor holds the capability {self.capability!r}")
@@ -374,9 +443,33 @@ class CapabilityRef:
             raise ConfigError("a broadcast has no single reply: use tell")
         if key is None and self.strategy == "consistent_hash":
             key = idempotency_key
-        resolver = self._resolver
         if timeout is None:
-            timeout = resolver.ask_timeout
+            timeout = self._resolver.ask_timeout
+        gate = self._limits.get(self.capability)
+        if gate is not None:
+            send = partial(
+                self._ask, message, key=key, retries=retries, idempotency_key=idempotency_key
+            )
+            return gate.ask(send, key, timeout)
+        if not retries:  # the common case, kept free of a call more
+            targets = self._targets(key)
+            located = targets[0] if targets else None
+            return _ask_once(self._resolver, located, self._what, message, timeout, idempotency_key)
+        return self._ask(
+            message, timeout, key=key, retries=retries, idempotency_key=idempotency_key
+        )
+
+    def _ask(
+        self,
+        message: Any,
+        timeout: float,
+        *,
+        key: str | None,
+        retries: int,
+        idempotency_key: str | None,
+    ) -> Any:
+        """``ask`` past the gate."""
+        resolver = self._resolver
         if not retries:
             targets = self._targets(key)
             located = targets[0] if targets else None

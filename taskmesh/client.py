@@ -23,6 +23,7 @@ from taskmesh.cluster import ClusterMember, ClusterSettings, MemberInfo, Route
 from taskmesh.errors import ClusterError, EtcdUnavailable
 from taskmesh.locator import Locator
 from taskmesh.ops.latency import LatencyHistogram
+from taskmesh.platform.limiter import client_limiter
 from taskmesh.platform.workflows import WorkflowInfo, WorkflowService
 from taskmesh.tracing import start_tracing
 from taskmesh.transport import Transport
@@ -118,6 +119,10 @@ class Client:
         )
         self._named: dict[str, NamedRef] = {}
         self._workflows = WorkflowService(self.locator, self._view.client, cluster)
+        # the cluster's limits bind clients too (slots under a lease of the client's own)
+        self._limiter = client_limiter(
+            self._view, self.locator, send_timeout=send_timeout, ask_timeout=ask_timeout
+        )
         self._started = False
 
     def start(self) -> Client:
@@ -125,6 +130,7 @@ class Client:
         :class:`EtcdUnavailable` if etcd does not answer in time."""
         try:
             self._view.start()
+            self._limiter.start(wait=self._start_timeout)
             self.transport.start()
             self.transport.subscribe(self.locator.on_peer_event)
         except EtcdUnavailable as error:
@@ -143,6 +149,7 @@ class Client:
 
     def close(self) -> None:
         """Stop watching and close the transport (idempotent)."""
+        self._limiter.stop()
         self.transport.stop()
         self._view.stop(deregister=False)
         if self.tracing is not None:

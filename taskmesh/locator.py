@@ -20,7 +20,7 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from taskmesh.addressing import Located, RetryTracer, Target
+from taskmesh.addressing import Gate, Located, RetryTracer, Target
 from taskmesh.errors import ClusterError, ConfigError
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ class Locator:
         self.ask_timeout = ask_timeout
         self.ask_latency = ask_latency
         self.tracing = tracing
+        self.limits: dict[str, Gate] = {}
+        """Gates of the limited capabilities; a limiter keeps it (taskmesh.platform)."""
         self._view = view
         self._transport = transport
         self._curve = curve

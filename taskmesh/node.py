@@ -28,6 +28,7 @@ from taskmesh.actors.system import ActorSystem
 from taskmesh.addressing import CapabilityRef, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, MemberInfo
 from taskmesh.cluster.member import default_node_id
+from taskmesh.deathwatch import DeathWatch, spawn_death_watch
 from taskmesh.errors import ConfigError, NameTaken
 from taskmesh.locator import Locator
 from taskmesh.ops.introspect import spawn_introspector
@@ -42,7 +43,7 @@ from taskmesh.transport.security import load_keys
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
-    from taskmesh.platform import Schedule, ScheduleInfo
+    from taskmesh.platform import Limit, LimitInfo, Schedule, ScheduleInfo
 
 __all__ = ["Node"]
 
@@ -154,6 +155,8 @@ class Node:
         self.member: ClusterMember | None = None
         self.locator: Locator | None = None
         self._services: NodeServices | None = None
+        self.death_watch: DeathWatch | None = None
+        """Watches of actors across nodes (taskmesh.deathwatch), once started."""
         self._singletons = Singletons(self.system)
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._lock = threading.Lock()
@@ -213,6 +216,7 @@ class Node:
             self._services = NodeServices(self).start()  # scheduler, workflow coordinator
             # ops: the `_ops` actor the cluster page and `taskmesh dead-letters` ask
             spawn_introspector(self)
+            self.death_watch = spawn_death_watch(self)  # `_deathwatch`: watch across nodes
         except BaseException:
             self.stop()
             raise
@@ -261,6 +265,8 @@ class Node:
         ):
             time.sleep(0.02)  # polling the drain; there is no event for "all mailboxes empty"
         self.system.stop()
+        if services is not None:
+            services.close()  # limits: after the actors, which obey them while they drain
         self.transport.stop()
         if self.tracing is not None:
             self.tracing.close()  # exports the spans still buffered
@@ -393,7 +399,25 @@ class Node:
         """Every schedule with its last and next tick, from etcd."""
         return self._platform().list_schedules()
 
+    # --- limits (any thread; see taskmesh.platform.limits) -------------------
+
+    def set_limit(self, capability: str, **options: Any) -> Limit:
+        """Limit the messages to ``capability``, cluster-wide: ``rate=`` (asks
+        and tells a second, ``burst=`` tokens at once), ``concurrency=``
+        (asks in flight), ``per_key=True`` (concurrency per ``key=`` of the
+        ask). Stored in etcd; every node and client obeys it. Setting it
+        again replaces it (see docs/platform.md)."""
+        return self._platform().set_limit(capability, **options)
+
+    def remove_limit(self, capability: str) -> bool:
+        """Remove the limit on ``capability``; True if there was one."""
+        return self._platform().remove_limit(capability)
+
+    def limits(self) -> list[LimitInfo]:
+        """Every limit with its state now (tokens, slots held), from etcd."""
+        return self._platform().list_limits()
+
     def _platform(self) -> NodeServices:
         if self._services is None:
-            raise ConfigError("schedules need a running node: call start() first")
+            raise ConfigError("schedules and limits need a running node: call start() first")
         return self._services

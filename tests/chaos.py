@@ -247,10 +247,11 @@ class Chaos:
             if answer["applied"] != 1:
                 report.twice.append(f"{answer['key']} on {answer['node']}/{answer['pid']}")
         for name in NODES:
-            applied = client.ask(f"ledger-{name}", "applied", timeout=60.0, retries=20)
-            report.twice += [f"{key} on {name}" for key, n in applied.items() if n > 1]
+            twice = client.ask(f"ledger-{name}", "twice", timeout=60.0, retries=20)
+            report.twice += [f"{key} ({n} times) on {name}" for key, n in twice.items()]
         # Tells: arrived, or a dead letter on the client.
-        seen = set(client.ask("sink-c1", "seen", timeout=60.0, retries=20))
+        runs = client.ask("sink-c1", "seen", timeout=60.0, retries=20)
+        seen = {seq for first, last in runs for seq in range(first, last + 1)}
         dead: dict[str, int] = {}
         dead_seqs = set()
         for letter in letters:

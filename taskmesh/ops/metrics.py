@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["DEAD_LETTER_REASONS", "NodeCollector"]
 
 DEAD_LETTER_REASONS: tuple[str, ...] = (
-    "actor_not_found", "actor_stopped", "deliver_failed", "expired", "mailbox_full",
+    "actor_not_found", "actor_stopped", "deliver_failed", "expired", "limited", "mailbox_full",
     "misfired", "no_route", "peer_unreachable", "poison", "queue_full", "reply_queue_full",
     "reply_undeliverable", "too_large", "unhandled",
 )  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Any
 
 import taskmesh
 from taskmesh.node import Node
+from tests.integration.node.apps import Gate, Gated
 
 
 class Counter(taskmesh.Actor):
@@ -75,7 +76,8 @@ def spawner(node: Node) -> None:
 
 
 class Sink(taskmesh.Actor):
-    """Records the ``seq`` of every tell; ``"seen"`` answers them, sorted."""
+    """Records the ``seq`` of every tell; ``"seen"`` answers them as sorted
+    ``[first, last]`` runs (short, however long the run was)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,51 +85,25 @@ class Sink(taskmesh.Actor):
 
     def receive(self, message: Any) -> Any:
         if message == "seen":
-            return sorted(self.seen)
+            runs: list[list[int]] = []
+            for seq in sorted(set(self.seen)):
+                if runs and runs[-1][1] == seq - 1:
+                    runs[-1][1] = seq
+                else:
+                    runs.append([seq, seq])
+            return runs
         self.seen.append(int(message["seq"]))
         return None
 
 
 class Ledger(Counter):
-    """A `Counter` that also answers ``"applied"`` with every key it applied
-    and how often (the chaos run looks for a key applied twice)."""
+    """A `Counter` that also answers ``"twice"`` with the keys it applied more
+    than once (the chaos run looks for them)."""
 
     def receive(self, message: Any) -> Any:
-        if message == "applied":
-            return dict(self.applied)
+        if message == "twice":
+            return {key: n for key, n in self.applied.items() if n > 1}
         return super().receive(message)
-
-
-class Gated(taskmesh.Actor):
-    """Takes each message only while its gate is open (a small mailbox that
-    fills on demand); ``Gate`` opens and closes it."""
-
-    def __init__(self, gate: threading.Event) -> None:
-        super().__init__()
-        self.gate = gate
-        self.count = 0
-
-    def receive(self, message: Any) -> Any:
-        self.gate.wait()
-        if message == "count":
-            return self.count
-        self.count += 1
-        return None
-
-
-class Gate(taskmesh.Actor):
-    """``"open"`` or ``"close"`` the gate of this node's ``Gated``."""
-
-    def __init__(self, gate: threading.Event) -> None:
-        super().__init__()
-        self.gate = gate
-
-    def receive(self, message: Any) -> Any:
-        if message == "open":
-            self.gate.set()
-        elif message == "close":
-            self.gate.clear()
-        return None
 
 
 def chaos(node: Node) -> None:

@@ -141,7 +141,11 @@ class Gate(taskmesh.Actor):
         elif message == "close":
             self.gate.clear()
         elif message == "depth":
-            return self.node.system.mailbox_depths().get("gated", 0)
+            return sum(
+                n
+                for name, n in self.node.system.mailbox_depths().items()
+                if name.startswith("gated")
+            )
         return None
 
 

@@ -4,7 +4,6 @@ wherever the actor runs, and otherwise exactly like untraced ones."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from typing import Any
 
@@ -134,19 +133,19 @@ def test_a_retried_message_is_traced_at_every_attempt_and_dead_letters_carry_the
 
 
 def test_traced_tells_to_a_missing_or_stopped_actor_are_dead_letters_of_the_message(
-    system: ActorSystem, traces: Traces
+    system: ActorSystem, kind: Kind, traces: Traces
 ) -> None:
     gate = Gate()
-    system.spawn(Spy, name="spy", gate=gate)
+    system.spawn(kind(Spy), name="spy", gate=gate)
     assert system.deliver_traced("ghost", traces.message("lost")[0], None, None) is None
     with pytest.raises(taskmesh.ActorNotFound):
         system.deliver_traced("ghost", traces.message("lost", ask=True)[0], Reply(), None)
     system.deliver_traced("spy", traces.message("wait")[0], None, None)
+    wait_until(lambda: system.mailbox_depths()["spy"] == 0, message="the actor took 'wait'")
     system.deliver_traced("spy", traces.message("queued")[0], None, None)
-    stopping = threading.Thread(target=system.stop_actor, args=("spy", 10.0))
-    stopping.start()
+    assert system.stop_actor("spy", timeout=0) is False  # posted: overtakes 'queued'
     gate.set()
-    stopping.join(30)
+    wait_until(lambda: system.info("spy") is None, message="the actor stopped")
     letters = {(d.recipient, d.message, d.reason) for d in system.dead_letters.recent()}
     assert ("ghost", "lost", "actor_not_found") in letters
     assert ("spy", "queued", "actor_stopped") in letters
