@@ -13,6 +13,9 @@ own code on both sides of the wire:
 - ``main``: the tree given with ``--baseline`` (another commit, e.g. main),
   tracing off: the main line this branch is measured against;
 - ``off``: this tree, tracing off;
+- ``off2``: the same again, with ``--baseline`` only: the two ``off``
+  columns differ by the machine's noise alone, the yardstick for
+  ``off/main``;
 - ``on``: this tree, the node started with ``--otel-endpoint`` and the
   client made with ``otel_endpoint=``: every trace sampled (the SDK's
   default), every span exported over OTLP/HTTP to a sink that drops them;
@@ -196,6 +199,8 @@ def run(etcd: str, *, baseline: Path | None, rounds: int, seconds: float, count:
         if baseline is not None:
             variants.append(Variant("main", baseline, etcd, None))
         variants.append(Variant("off", ROOT, etcd, None))
+        if baseline is not None:
+            variants.append(Variant("off2", ROOT, etcd, None))
         variants.append(Variant("on", ROOT, etcd, sink))
         variants.append(Variant("1%", ROOT, etcd, sink, ratio=0.01))
         for variant in variants:  # warm up each caller and node
@@ -214,7 +219,8 @@ def run(etcd: str, *, baseline: Path | None, rounds: int, seconds: float, count:
             cells = "  ".join(f"{label} {value:>8,.0f}" for label, value in medians.items())
             ratios = f"on/off {medians['on'] / off:.2f}  1%/off {medians['1%'] / off:.2f}"
             if "main" in medians:
-                ratios = f"off/main {off / medians['main']:.2f}  " + ratios
+                noise = medians["off2"] / off
+                ratios = f"off/main {off / medians['main']:.2f} (off2/off {noise:.2f})  " + ratios
             print(f"tracing: {what:38s} {cells} {unit:14s} {ratios}", flush=True)
     finally:
         for variant in variants:

@@ -289,8 +289,8 @@ class ActorSystem:
     ) -> bool | None:
         """:meth:`deliver` for a message that came with a trace context
         (I/O thread): queued as ``TRACED``, so the actor handles it inside
-        its span (:mod:`taskmesh.actors.traced`). An inline actor does not
-        run it on the I/O thread: it is queued, in order, like a busy one's."""
+        its span (:mod:`taskmesh.actors.traced`); an idle inline actor runs
+        it here and now, inside its span too, as it would an untraced one."""
         cell = self._cells.get(name)
         if cell is None or not cell.alive:
             if reply is not None:
@@ -305,7 +305,10 @@ class ActorSystem:
             if reply is None:
                 return None
         if cell.inline:
-            cast(ThreadCell, cell).io_queued += 1
+            inline = cast(ThreadCell, cell)
+            if inline.try_inline(traced.message, reply, deadline, traced):
+                return None
+            inline.io_queued += 1
         mailbox.put((TRACED, traced, reply, deadline))
         if not cell.alive:
             cell.drain_dead()  # type: ignore[unreachable]

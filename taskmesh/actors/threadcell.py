@@ -92,15 +92,23 @@ class ThreadCell(Cell, pykka.ThreadingActor):
             held.append(stash)
         return held
 
-    def try_inline(self, message: Any, reply: ReplyTo | None, deadline: float | None) -> bool:
+    def try_inline(
+        self,
+        message: Any,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        traced: Traced | None = None,
+    ) -> bool:
         """Run one remote message now if this inline actor is idle.
 
         Runs on the transport's I/O thread (the only caller, so that
         ``io_queued`` has one writer). Returns False, having done nothing,
         when the actor is busy, suspended, has system messages waiting or
         has not yet taken every message queued for it earlier; the caller
-        then queues the message as ``REMOTE``. A failure is handed to the
-        actor's thread, which reports it to the supervisor as usual.
+        then queues the message as ``REMOTE`` (or ``TRACED``). A failure is
+        handed to the actor's thread, which reports it to the supervisor as
+        usual. ``traced``: the message came with a trace context; it runs
+        inside its span (one ``is None`` test more for untraced messages).
         """
         busy = self._busy
         if busy is None or self.io_queued != self._io_taken or not busy.acquire(False):
@@ -113,9 +121,12 @@ class ThreadCell(Cell, pykka.ThreadingActor):
                 return True
             try:
                 self.received += 1
-                result = self._receive(message)
+                if traced is None:
+                    result = self._receive(message)
+                else:
+                    result = traced.scope.run(self, self._receive, message)
             except Exception as exc:
-                self._message_failed(message, reply, deadline, 1, exc)
+                self._message_failed(traced or message, reply, deadline, 1, exc)
                 self.mailbox.put(WAKE_ENVELOPE)  # its thread carries on from here
             else:
                 if reply is not None:

@@ -4,8 +4,9 @@ wherever the actor runs, and otherwise exactly like untraced ones."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry import trace
@@ -17,6 +18,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 import taskmesh
 from taskmesh.actors import ActorSystem, Child, Reply, Supervisor
+from taskmesh.actors.threadcell import ThreadCell
 from taskmesh.actors.traced import Traced
 from taskmesh.tracing.tracer import Tracing
 from tests.unit.actors.support import Both, Gate, Kind
@@ -221,3 +223,29 @@ def test_an_inline_actor_keeps_the_order_of_traced_and_untraced_messages(
             system.deliver("log", i, None, None)
     seen = wait_until(lambda: (s := ref.ask("seen")) and len(s) == 200 and s, message="all 200")
     assert seen == [(i, i % 3 == 0) for i in range(200)]
+
+
+class InlineWhere(taskmesh.Actor):
+    """Answers with the thread that ran it and the span current there."""
+
+    inline = True
+
+    def receive(self, message: Any) -> Any:
+        return threading.get_ident(), trace.get_current_span().get_span_context().span_id
+
+
+def test_an_idle_inline_actor_runs_a_traced_message_at_once_inside_its_span(
+    system: ActorSystem, traces: Traces
+) -> None:
+    system.spawn(InlineWhere, name="where")
+    busy = cast(ThreadCell, system._cells["where"])._busy
+    assert busy is not None
+    wait_until(lambda: not busy.locked(), message="the actor idle, waiting on its mailbox")
+    traced, _ = traces.message("here", ask=True)
+    reply = Reply()
+    assert system.deliver_traced("where", traced, reply, None) is None
+    assert reply.done()  # handled before deliver_traced returned, on this (the I/O) thread
+    thread, span_id = reply.get(0)
+    assert thread == threading.get_ident()
+    [span] = traces.spans(1)
+    assert span.name == "process where" and span.context.span_id == span_id
