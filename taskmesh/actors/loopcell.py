@@ -32,7 +32,8 @@ from taskmesh.actors.cell import DEAD, RUNNING, SUSPENDED, Cell, run_sync
 from taskmesh.actors.directives import Action, Directive
 from taskmesh.actors.flow import current_cell
 from taskmesh.actors.future import Reply, ReplyTo
-from taskmesh.actors.mailbox import STOP, TIMER, LoopMailbox
+from taskmesh.actors.mailbox import STOP, TIMER, TRACED, LoopMailbox
+from taskmesh.actors.traced import Traced
 from taskmesh.errors import ActorError
 
 if TYPE_CHECKING:
@@ -215,12 +216,19 @@ class LoopCell(Cell):
                         mailbox.made_room()
                     attempt = 1
                     if kind:
-                        await self._control_message(kind, message, reply)
+                        if kind == TRACED:
+                            self.received += 1
+                            await self._traced(message, reply, deadline, 1)
+                        else:
+                            await self._control_message(kind, message, reply)
                         continue
                     self.received += 1
                 else:
                     self._retry = None
                     message, reply, deadline, attempt = retry
+                    if type(message) is Traced:
+                        await self._traced(message, reply, deadline, attempt)
+                        continue
                 if deadline is not None and deadline < _monotonic():
                     self._expired(message, reply)
                 elif concurrent:
@@ -235,6 +243,25 @@ class LoopCell(Cell):
                             reply.set(result)
         finally:
             self._task = None
+
+    async def _traced(
+        self, traced: Traced, reply: ReplyTo | None, deadline: float | None, attempt: int
+    ) -> None:
+        """One message that came with a trace context: handled as in
+        :meth:`_drain`, inside its span (kept apart so untraced messages pay
+        nothing for it). A retry keeps the wrapper, so it is traced too."""
+        if deadline is not None and deadline < _monotonic():
+            self._expired(traced.message, reply)
+        elif self._limit > 1:
+            self._begin(traced.message, reply, deadline, attempt, traced)
+        else:
+            try:
+                result = await traced.scope.run_async(self, self._receive, traced.message)
+            except Exception as exc:
+                self._message_failed(traced, reply, deadline, attempt, exc)
+            else:
+                if reply is not None:
+                    reply.set(result)
 
     async def _control_message(self, kind: int, message: Any, reply: ReplyTo | None) -> None:
         if kind == TIMER:
@@ -251,25 +278,42 @@ class LoopCell(Cell):
 
     # --- max_concurrency > 1 --------------------------------------------------
 
-    def _begin(self, message: Any, reply: ReplyTo | None, deadline: float | None, n: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._handle(message, reply, deadline, n))
+    def _begin(
+        self,
+        message: Any,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        n: int,
+        traced: Traced | None = None,
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._handle(message, reply, deadline, n, traced)
+        )
         if self._inflight is None:
             self._inflight = set()
         self._inflight.add(task)
         task.add_done_callback(self._handled)
 
     async def _handle(
-        self, message: Any, reply: ReplyTo | None, deadline: float | None, attempt: int
+        self,
+        message: Any,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        attempt: int,
+        traced: Traced | None = None,
     ) -> None:
         try:
-            result = await self._receive(message)
+            if traced is None:
+                result = await self._receive(message)
+            else:
+                result = await traced.scope.run_async(self, self._receive, message)
         except asyncio.CancelledError:
             if reply is not None:
                 reply.fail(ActorError(f"actor {self.name!r} restarted or stopped meanwhile"))
             raise
         except Exception as exc:
             if self._state is RUNNING:
-                self._message_failed(message, reply, deadline, attempt, exc)
+                self._message_failed(traced or message, reply, deadline, attempt, exc)
                 self._poke()
             elif reply is not None:  # the instance failed already: the supervisor decides once
                 reply.fail(exc)

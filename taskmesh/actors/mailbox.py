@@ -35,6 +35,7 @@ __all__ = [
     "REMOTE",
     "STOP",
     "TIMER",
+    "TRACED",
     "USER",
     "WAKE",
     "WAKE_ENVELOPE",
@@ -51,6 +52,9 @@ TIMER: Final = 2
 WAKE: Final = 3
 REMOTE: Final = 4
 """A user message the transport queued for an inline actor (counted)."""
+TRACED: Final = 5
+"""A user message that came with a trace context: the message slot holds a
+:class:`~taskmesh.actors.traced.Traced` (see :mod:`taskmesh.tracing`)."""
 
 Envelope = tuple[int, Any, Any, float | None]
 """``(kind, message, reply_to or None, monotonic deadline or None)``."""
