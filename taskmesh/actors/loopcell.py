@@ -32,7 +32,7 @@ from taskmesh.actors.cell import DEAD, RUNNING, SUSPENDED, Cell, run_sync
 from taskmesh.actors.directives import Action, Directive
 from taskmesh.actors.flow import current_cell
 from taskmesh.actors.future import Reply, ReplyTo
-from taskmesh.actors.mailbox import STOP, TIMER, LoopMailbox
+from taskmesh.actors.mailbox import STOP, TIMER, Envelope, LoopMailbox
 from taskmesh.errors import ActorError
 
 if TYPE_CHECKING:
@@ -183,6 +183,7 @@ class LoopCell(Cell):
         get = mailbox._queue.get
         concurrent = self._limit > 1
         lingered = False
+        held: Envelope | None = None  # taken by a burst, left to this loop
         try:
             while True:
                 if (mailbox.system or self._state is not RUNNING) and not await self._control():
@@ -194,7 +195,10 @@ class LoopCell(Cell):
                 retry = self._retry
                 if retry is None:
                     try:
-                        kind, message, reply, deadline = get(False)
+                        if held is None:
+                            kind, message, reply, deadline = get(False)
+                        else:
+                            (kind, message, reply, deadline), held = held, None
                     except Empty:
                         if not lingered:
                             # Let the loop run once before ending: an actor in a
@@ -233,8 +237,36 @@ class LoopCell(Cell):
                     else:
                         if reply is not None:
                             reply.set(result)
+                        if mailbox.qsize():
+                            held = await self._burst(get)
         finally:
             self._task = None
+
+    async def _burst(self, get: Callable[[bool], Envelope]) -> Envelope | None:
+        """Plain user messages back to back, while nothing else needs the
+        cell: the common case of :meth:`_drain`, kept tight (one message at
+        a time only). Returns an envelope it took but leaves to the drain
+        (a control message, one with a deadline, senders waiting for room)."""
+        mailbox = self.mailbox
+        receive = self._receive
+        while not mailbox.system:
+            try:
+                envelope = get(False)
+            except Empty:
+                return None
+            if envelope[0] or envelope[3] is not None or mailbox._space is not None:
+                return envelope
+            self.received += 1
+            message = envelope[1]
+            try:
+                result = await receive(message)
+            except Exception as exc:
+                self._message_failed(message, envelope[2], None, 1, exc)
+                return None
+            reply = envelope[2]
+            if reply is not None:
+                reply.set(result)
+        return None
 
     async def _control_message(self, kind: int, message: Any, reply: ReplyTo | None) -> None:
         if kind == TIMER:
