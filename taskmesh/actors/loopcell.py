@@ -32,7 +32,7 @@ from taskmesh.actors.cell import DEAD, RUNNING, SUSPENDED, Cell, run_sync
 from taskmesh.actors.directives import Action, Directive
 from taskmesh.actors.flow import current_cell
 from taskmesh.actors.future import Reply, ReplyTo
-from taskmesh.actors.mailbox import STOP, TIMER, Envelope, LoopMailbox
+from taskmesh.actors.mailbox import STOP, TIMER, Boxed, LoopMailbox
 from taskmesh.errors import ActorError
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ __all__ = ["LoopCell", "stop_cells"]
 log = logging.getLogger("taskmesh.actors")
 
 _monotonic = time.monotonic
+
+_NOTHING: Any = object()
 
 
 class LoopCell(Cell):
@@ -183,7 +185,7 @@ class LoopCell(Cell):
         get = mailbox._queue.get
         concurrent = self._limit > 1
         lingered = False
-        held: Envelope | None = None  # taken by a burst, left to this loop
+        held: Any = _NOTHING  # an item a burst took and left to this loop
         try:
             while True:
                 if (mailbox.system or self._state is not RUNNING) and not await self._control():
@@ -194,33 +196,37 @@ class LoopCell(Cell):
                     continue
                 retry = self._retry
                 if retry is None:
-                    try:
-                        if held is None:
-                            kind, message, reply, deadline = get(False)
-                        else:
-                            (kind, message, reply, deadline), held = held, None
-                    except Empty:
-                        if not lingered:
-                            # Let the loop run once before ending: an actor in a
-                            # conversation (ping-pong, a ring) is usually sent its
-                            # next message meanwhile, and this task handles it
-                            # instead of a new one (measured: the task per burst
-                            # was most of a message's cost).
-                            lingered = True
-                            await asyncio.sleep(0)
+                    if held is _NOTHING:
+                        try:
+                            item = get(False)
+                        except Empty:
+                            if not lingered:
+                                # Let the loop run once before ending: an actor in a
+                                # conversation (ping-pong, a ring) is usually sent its
+                                # next message meanwhile, and this task handles it
+                                # instead of a new one (measured: the task per burst
+                                # was most of a message's cost).
+                                lingered = True
+                                await asyncio.sleep(0)
+                                continue
+                            mailbox.scheduled = False
+                            if not mailbox.qsize() and not mailbox.system:
+                                return
+                            mailbox.scheduled = True
                             continue
-                        mailbox.scheduled = False
-                        if not mailbox.qsize() and not mailbox.system:
-                            return
-                        mailbox.scheduled = True
-                        continue
+                    else:
+                        item, held = held, _NOTHING
                     lingered = False
                     if mailbox._space is not None:
                         mailbox.made_room()
                     attempt = 1
-                    if kind:
-                        await self._control_message(kind, message, reply)
-                        continue
+                    if type(item) is Boxed:
+                        kind, message, reply, deadline = item.envelope
+                        if kind:
+                            await self._control_message(kind, message, reply)
+                            continue
+                    else:
+                        message, reply, deadline = item, None, None
                     self.received += 1
                 else:
                     self._retry = None
@@ -242,31 +248,27 @@ class LoopCell(Cell):
         finally:
             self._task = None
 
-    async def _burst(self, get: Callable[[bool], Envelope]) -> Envelope | None:
-        """Plain user messages back to back, while nothing else needs the
-        cell: the common case of :meth:`_drain`, kept tight (one message at
-        a time only). Returns an envelope it took but leaves to the drain
-        (a control message, one with a deadline, senders waiting for room)."""
+    async def _burst(self, get: Callable[[bool], Any]) -> Any:
+        """Plain tells back to back, while nothing else needs the cell: the
+        common case of :meth:`_drain`, kept tight (one message at a time
+        only). Returns an item it took but leaves to the drain (a boxed
+        envelope, or any item while senders wait for room), else _NOTHING."""
         mailbox = self.mailbox
         receive = self._receive
         while not mailbox.system:
             try:
-                envelope = get(False)
+                message = get(False)
             except Empty:
-                return None
-            if envelope[0] or envelope[3] is not None or mailbox._space is not None:
-                return envelope
+                break
+            if type(message) is Boxed or mailbox._space is not None:
+                return message
             self.received += 1
-            message = envelope[1]
             try:
-                result = await receive(message)
+                await receive(message)
             except Exception as exc:
-                self._message_failed(message, envelope[2], None, 1, exc)
-                return None
-            reply = envelope[2]
-            if reply is not None:
-                reply.set(result)
-        return None
+                self._message_failed(message, None, None, 1, exc)
+                break
+        return _NOTHING
 
     async def _control_message(self, kind: int, message: Any, reply: ReplyTo | None) -> None:
         if kind == TIMER:
