@@ -22,7 +22,7 @@ Two consumers exist: an actor's own thread (:class:`Mailbox`, blocking
 mailbox queues a plain tell (no reply, no deadline) as the bare message and
 anything else as a :class:`Boxed` envelope: measured, the tuple per tell
 was a third of a tell's cost there (its allocation and the collections it
-triggers); ``raw_tells`` tells senders which form a mailbox takes.
+triggers).
 """
 
 from __future__ import annotations
@@ -158,8 +158,6 @@ class Mailbox(_Room):
 
     scheduled: Final = True
     """Its thread always waits on it: a put never needs to schedule anything."""
-    raw_tells: Final = False
-    """``enqueue`` takes an :data:`Envelope`, also for a plain tell."""
 
     def __init__(self, capacity: int) -> None:
         queue: SimpleQueue[Envelope] = SimpleQueue()
@@ -207,9 +205,6 @@ class LoopMailbox(_Room):
     """
 
     __slots__ = ("_queue", "_wake", "enqueue", "qsize", "scheduled", "system")
-
-    raw_tells: Final = True
-    """``enqueue`` takes the bare message of a plain tell."""
 
     def __init__(self, capacity: int, wake: Callable[[], None]) -> None:
         self.capacity = capacity
