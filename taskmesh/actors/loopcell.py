@@ -32,7 +32,7 @@ from taskmesh.actors.cell import DEAD, RUNNING, SUSPENDED, Cell, run_sync
 from taskmesh.actors.directives import Action, Directive
 from taskmesh.actors.flow import current_cell
 from taskmesh.actors.future import Reply, ReplyTo
-from taskmesh.actors.mailbox import STOP, TIMER, TRACED, LoopMailbox
+from taskmesh.actors.mailbox import STOP, TIMER, TRACED, Boxed, LoopMailbox
 from taskmesh.actors.traced import Traced
 from taskmesh.errors import ActorError
 
@@ -46,6 +46,14 @@ __all__ = ["LoopCell", "stop_cells"]
 log = logging.getLogger("taskmesh.actors")
 
 _monotonic = time.monotonic
+
+_NOTHING: Any = object()
+_EMPTY: Any = object()
+
+FAIR_SHARE = 1000
+"""Messages one actor handles before it lets the loop run the others: a
+flood from other threads does not hold the loop (every async actor,
+timers) for as long as it lasts; measured, it costs about 1% per message."""
 
 
 class LoopCell(Cell):
@@ -184,8 +192,13 @@ class LoopCell(Cell):
         get = mailbox._queue.get
         concurrent = self._limit > 1
         lingered = False
+        held: Any = _NOTHING  # an item the burst took and left to this loop, or _EMPTY
+        budget = FAIR_SHARE
         try:
             while True:
+                if not budget:
+                    budget = FAIR_SHARE
+                    await asyncio.sleep(0)  # a flooded actor lets the others run
                 if (mailbox.system or self._state is not RUNNING) and not await self._control():
                     return
                 if concurrent and self._inflight and len(self._inflight) >= self._limit:
@@ -194,9 +207,14 @@ class LoopCell(Cell):
                     continue
                 retry = self._retry
                 if retry is None:
-                    try:
-                        kind, message, reply, deadline = get(False)
-                    except Empty:
+                    if held is _NOTHING:
+                        try:
+                            item = get(False)
+                        except Empty:
+                            item = _EMPTY
+                    else:
+                        item, held = held, _NOTHING
+                    if item is _EMPTY:
                         if not lingered:
                             # Let the loop run once before ending: an actor in a
                             # conversation (ping-pong, a ring) is usually sent its
@@ -214,14 +232,45 @@ class LoopCell(Cell):
                     lingered = False
                     if mailbox._space is not None:
                         mailbox.made_room()
-                    attempt = 1
-                    if kind:
-                        if kind == TRACED:
+                    if type(item) is not Boxed and not concurrent and mailbox._space is None:
+                        # The common case, kept tight: plain tells back to back
+                        # while nothing else needs the cell (a third less per
+                        # message). What it takes but leaves (a boxed envelope,
+                        # any item once senders wait for room, or that it found
+                        # none) is ``held``.
+                        receive = self._receive
+                        while True:
                             self.received += 1
-                            await self._traced(message, reply, deadline, 1)
-                        else:
-                            await self._control_message(kind, message, reply)
+                            budget -= 1
+                            try:
+                                await receive(item)
+                            except Exception as exc:
+                                self._message_failed(item, None, None, 1, exc)
+                                break
+                            if not budget or mailbox.system:
+                                break
+                            try:
+                                item = get(False)
+                            except Empty:
+                                held = _EMPTY
+                                break
+                            if type(item) is Boxed or mailbox._space is not None:
+                                held = item
+                                break
                         continue
+                    budget -= 1
+                    attempt = 1
+                    if type(item) is Boxed:
+                        kind, message, reply, deadline = item.envelope
+                        if kind:
+                            if kind == TRACED:
+                                self.received += 1
+                                await self._traced(message, reply, deadline, 1)
+                            else:
+                                await self._control_message(kind, message, reply)
+                            continue
+                    else:
+                        message, reply, deadline = item, None, None
                     self.received += 1
                 else:
                     self._retry = None
