@@ -84,9 +84,11 @@ def test_limits_hold_across_nodes_and_a_killed_nodes_slots_come_back(etcd_url: s
         window = (start + 1.0, until - 0.2)  # past the bucket's initial burst
         inside = sum(window[0] <= t < window[1] for t in arrivals)
         rate = inside / (window[1] - window[0])
-        # Never over the limit; near it on a quiet machine (the +-10 % figure is
-        # benchmarks/limits.py's): a loaded CI box may not produce 200/s at all.
-        assert RATE * 0.6 <= rate <= RATE * 1.1, f"{rate:.1f}/s against a limit of {RATE:g}/s"
+        # Never over the limit. Under it only by what a loaded machine takes:
+        # the +-10 % figure is benchmarks/limits.py's, on a quiet machine; two
+        # suites at once on 2 cores measured 86/s here. A limiter that stalls
+        # (a lost token lease, a waiter never woken) still fails the floor.
+        assert RATE * 0.3 <= rate <= RATE * 1.1, f"{rate:.1f}/s against a limit of {RATE:g}/s"
 
         meter = client.ask("meter", "read")
         assert meter["peak"] == 4, f"gpu asks in flight at once, at most: {meter}"
