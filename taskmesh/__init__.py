@@ -18,6 +18,7 @@ from taskmesh.actors import (
     Terminated,
 )
 from taskmesh.client import Client, connect
+from taskmesh.entities import Entity, EntityRef, EtcdStore, PostgresStore, StateStore
 from taskmesh.errors import (
     ActorNotFound,
     AskTimeout,
@@ -30,6 +31,8 @@ from taskmesh.errors import (
     PeerUnreachable,
     RemoteError,
     RestartIntensityExceeded,
+    StaleActivation,
+    StateTooLarge,
     TaskmeshError,
     WorkflowFailed,
     WorkflowNotFound,
@@ -51,6 +54,9 @@ __all__ = [
     "Client",
     "ConfigError",
     "DeadLetter",
+    "Entity",
+    "EntityRef",
+    "EtcdStore",
     "InvalidMessage",
     "InvalidName",
     "MailboxFull",
@@ -58,8 +64,12 @@ __all__ = [
     "NameTaken",
     "Node",
     "PeerUnreachable",
+    "PostgresStore",
     "RemoteError",
     "RestartIntensityExceeded",
+    "StaleActivation",
+    "StateStore",
+    "StateTooLarge",
     "Supervisor",
     "TaskmeshError",
     "Terminated",

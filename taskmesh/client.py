@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from taskmesh.actors.future import Reply
 from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.addressing import CapabilityRef, Located, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, MemberInfo, Route
+from taskmesh.entities.service import Entities, for_client
 from taskmesh.errors import ClusterError, EtcdUnavailable
 from taskmesh.locator import Locator
 from taskmesh.ops.latency import LatencyHistogram
@@ -28,6 +30,7 @@ from taskmesh.transport import Transport
 from taskmesh.transport.security import load_keys
 
 if TYPE_CHECKING:
+    from taskmesh.entities import EntityRef
     from taskmesh.platform import Workflow
 
 __all__ = ["Client", "connect"]
@@ -97,6 +100,8 @@ class Client:
         )
         self._named: dict[str, NamedRef] = {}
         self._workflows = WorkflowService(self.locator, self._view.client, cluster)
+        self._entities: Entities | None = None
+        self._entities_lock = threading.Lock()
         self._started = False
 
     def start(self) -> Client:
@@ -119,6 +124,9 @@ class Client:
 
     def close(self) -> None:
         """Stop watching and close the transport (idempotent)."""
+        entities, self._entities = self._entities, None
+        if entities is not None:
+            entities.close()
         self.transport.stop()
         self._view.stop(deregister=False)
         self._started = False
@@ -153,6 +161,15 @@ class Client:
     def capability(self, capability: str, *, strategy: str = "round_robin") -> CapabilityRef:
         """A ref to whichever actor holds ``capability``."""
         return CapabilityRef(self.locator, validate_capability(capability), strategy)
+
+    def entity(self, entity_type: str, entity_id: str) -> EntityRef:
+        """A ref to the entity ``entity_id`` of ``entity_type`` (see
+        ``Node.host``). The first call starts watching the shard map."""
+        with self._entities_lock:
+            if self._entities is None:
+                self._entities = for_client(self).start(timeout=self._start_timeout)
+            entities = self._entities
+        return entities.ref(entity_type, entity_id)
 
     def tell(self, name: str, message: Any) -> None:
         """Tell the actor ``name``; at most once."""
