@@ -364,10 +364,10 @@ class ShardHost:
             return
         me = self.entities.node_id
         lease = self.lease
-        valid = _monotonic() < self.serve_until
         for slot in self.slots:
             owner = view.owner(slot.index)
-            mine = owner is not None and owner.node == me and owner.lease == lease and valid
+            # The lease deadline is checked per message; a lost lease drops all.
+            mine = owner is not None and owner.node == me and owner.lease == lease and lease != 0
             state = slot.state
             if mine and state == NOT_MINE:
                 assert owner is not None

@@ -41,6 +41,8 @@ log = logging.getLogger("taskmesh.entities.placer")
 
 _BATCH = 32
 """Shards per transaction (etcd takes 128 operations per list by default)."""
+_SETTLE = 0.02
+"""Seconds a round waits after a wake-up, so that one round sees a burst."""
 
 
 class ShardPlacer:
@@ -75,7 +77,8 @@ class ShardPlacer:
     def _run(self) -> None:
         while not self._halt.is_set():
             wait = 2.0 if not self._due else max(0.0, min(2.0, self._due - time.monotonic()))
-            self._wake.wait(wait)
+            if self._wake.wait(wait):
+                self._halt.wait(_SETTLE)  # let a burst of changes (a node's handoffs) land
             self._wake.clear()
             fence = self._election.fence
             if fence is None or self._halt.is_set():
@@ -149,7 +152,7 @@ class ShardPlacer:
         for start in range(0, len(asked), _BATCH * 2):
             fence.txn(asked[start : start + _BATCH * 2])
         if assigned_now or moved:
-            log.info(
+            log.debug(
                 "entity type %r: assigned %d shards, asked %d to move (%d nodes)",
                 entity_type, assigned_now, moved, len(eligible),
             )  # fmt: skip

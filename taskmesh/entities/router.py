@@ -407,14 +407,18 @@ class EntityRouter:
                 if not pending.items and pending.barrier is None:
                     del lane.pending[shard]
                 return
-            barrier = pending.barrier
-            if (
-                pending.barrier_state == _NONE
-                and barrier is not None
-                and self._flush_through(barrier, owner)
-            ):
-                self._send_barrier(lane, shard, pending, owner)
-                return
+            if pending.barrier_state == _NONE:
+                # Also when the shard had no owner for a while: what this process
+                # sent to the previous one may still be on its way through it.
+                last = pending.barrier or lane.sent[shard]
+                if (
+                    last is not None
+                    and last.token != owner.token
+                    and self._flush_through(last, owner)
+                ):
+                    pending.barrier = last
+                    self._send_barrier(lane, shard, pending, owner)
+                    return
             del lane.pending[shard]
             lane.sent[shard] = owner
             for item in pending.items:

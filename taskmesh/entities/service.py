@@ -32,7 +32,7 @@ from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import ReplyTo
 from taskmesh.entities.entity import Entity
 from taskmesh.entities.etcd_store import EtcdStore
-from taskmesh.entities.host import Item, ShardHost
+from taskmesh.entities.host import NOT_MINE, Item, ShardHost
 from taskmesh.entities.jobs import Jobs
 from taskmesh.entities.layout import EntityKeys
 from taskmesh.entities.placer import ShardPlacer
@@ -125,6 +125,7 @@ class Entities:
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._started = False
+        self._closed = False
         if member is not None:
             self.map.subscribe(self._on_map)
 
@@ -163,7 +164,7 @@ class Entities:
 
         def settled() -> bool:
             for host in hosts:
-                if any(slot.state != 0 for slot in host.slots):  # not all NOT_MINE yet
+                if any(slot.state != NOT_MINE for slot in host.slots):
                     return False
             return all(self.router.pending_count(t) == 0 or not self._others(t) for t in types)
 
@@ -182,6 +183,7 @@ class Entities:
 
     def close(self) -> None:
         """Stop placing, stop what still runs here, stop watching (idempotent)."""
+        self._closed = True
         if self.placer is not None:
             self.placer.stop()
         for host in self.hosts.values():
@@ -339,6 +341,9 @@ class Entities:
         is not an entity target."""
         if name[:1] != "~":
             return False
+        if self._closed:
+            self.refuse("?", (name, message, reply, deadline, key, 0.0), "actor_stopped")
+            return True
         if name[1:2] == "~":
             self._barrier(name, reply)
             return True
