@@ -138,8 +138,11 @@ class EntityCell(LoopCell):
         return result
 
     def activated(self, entity: Entity) -> Any:
-        """``Entity.on_start``: set the state, count, run ``on_activate``."""
+        """``Entity.on_start``: set the state, count, run ``on_activate``
+        (not once the lease may have expired: no user code runs then)."""
         host = self.host
+        if _monotonic() >= host.serve_until:
+            raise LeaseGone(f"entity {self.name!r}: this node's lease may have expired")
         if host.store is not None:
             loaded, self.loaded = self.loaded, None
             entity.state = loaded if loaded is not None else entity.initial_state()
@@ -152,7 +155,7 @@ class EntityCell(LoopCell):
     def passivated(self, entity: Entity) -> Any:
         """``Entity.on_stop``: run ``on_passivate`` unless the activation was
         lost or fails over to a fresh instance."""
-        if self.lost or self.restarting:
+        if self.lost or self.restarting or _monotonic() >= self.host.serve_until:
             return None
         result = entity.on_passivate()
         if self.saver is not None:
