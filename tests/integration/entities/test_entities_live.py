@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -26,6 +27,17 @@ def ask(client: taskmesh.Client, entity_id: str, message: dict[str, Any]) -> dic
         message, timeout=20.0, retries=40, idempotency_key=f"{entity_id}:{message}"
     )
     return answer
+
+
+def scrape(base: str) -> dict[str, float]:
+    """The node's ``/metrics`` as ``{series: value}``."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+        if name and not name.startswith("#")
+    }
 
 
 def passivations(fleet: Fleet, node: str) -> int:
@@ -74,10 +86,15 @@ def test_entities_activate_passivate_move_with_their_state_and_survive_a_drain_a
             assert again[i]["activation"] != first[i]["activation"]
 
         # A second node joins: half the shards move to it, state and all.
-        fleet.start("n2")
+        n2 = fleet.start("n2", "--metrics-port", "0")
         wait_until(lambda: fleet.shards() == {"n1": 16, "n2": 16}, 30, message="16 + 16 shards")
         moved = {i: ask(client, i, {"op": "add", "seq": 1}) for i in IDS}
         assert all(a["seen"] == [0, 1] for a in moved.values()), moved
+        on_n2 = sum(a["node"] == "n2" for a in moved.values())
+        metrics = scrape(n2.metrics)
+        assert metrics['taskmesh_entity_shards{type="device"}'] == 16
+        assert metrics['taskmesh_entities_active{type="device"}'] == on_n2
+        assert metrics['taskmesh_entity_activations_total{type="device"}'] >= on_n2
         fleet.start("n3")
         wait_until(lambda: sorted(fleet.shards().values()) == [10, 11, 11], 30, message="3 ways")
         row = fleet.entities()
