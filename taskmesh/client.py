@@ -165,10 +165,12 @@ class Client:
     def entity(self, entity_type: str, entity_id: str) -> EntityRef:
         """A ref to the entity ``entity_id`` of ``entity_type`` (see
         ``Node.host``). The first call starts watching the shard map."""
-        with self._entities_lock:
-            if self._entities is None:
-                self._entities = for_client(self).start(timeout=self._start_timeout)
-            entities = self._entities
+        entities = self._entities
+        if entities is None:
+            with self._entities_lock:
+                if self._entities is None:
+                    self._entities = for_client(self).start(timeout=self._start_timeout)
+                entities = self._entities
         return entities.ref(entity_type, entity_id)
 
     def tell(self, name: str, message: Any) -> None:

@@ -88,8 +88,8 @@ class EntityCell(LoopCell):
         self.entity_id = entity_id
         self.shard = shard
         self.token = token
-        self.after: list[Item] = []
-        """Messages that came while it was passivating (host lock)."""
+        self.after: list[Item] | None = None
+        """Messages that came while it was passivating (host lock; made on use)."""
         self.passivating = False
         """Set (host lock) once it is being stopped: new messages wait in ``after``."""
         self.lost = False
@@ -118,7 +118,19 @@ class EntityCell(LoopCell):
                 return
         await super()._start_instance(reason)
         if self.instance is not None:
-            self._receive = self._handle_async if host.async_receive else self._handle_sync
+            if not host.async_receive:
+                self._receive = self._handle_sync
+            elif host.store is None:
+                self._receive = self._fenced
+            else:
+                self._receive = self._handle_async
+
+    def _fenced(self, message: Any) -> Any:
+        """An async receive of a type without state: the lease check, then
+        the entity's own coroutine (a plain call: no coroutine of our own)."""
+        if _monotonic() >= self.host.serve_until:
+            raise LeaseGone(f"entity {self.name!r}: this node's lease may have expired")
+        return cast("Entity", self.instance).receive(message)
 
     async def _handle_async(self, message: Any) -> Any:
         if _monotonic() >= self.host.serve_until:

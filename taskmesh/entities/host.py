@@ -119,6 +119,8 @@ class ShardHost:
         )
         self.handoff_timeout = handoff_timeout
         self.slots = [_Slot(i) for i in range(self.shards)]
+        self.cells: dict[str, EntityCell] = {}
+        """Every activation here by id (host lock to change; read anywhere)."""
         self.lock = threading.Lock()
         self._map_lock = threading.RLock()
         self.serve_until = 0.0
@@ -138,7 +140,7 @@ class ShardHost:
     # --- figures (any thread) ---------------------------------------------------
 
     def active(self) -> int:
-        return sum(len(slot.cells) for slot in self.slots)
+        return len(self.cells)
 
     def buffered(self) -> int:
         return sum(len(slot.buffer) for slot in self.slots)
@@ -162,6 +164,41 @@ class ShardHost:
 
     # --- messages (I/O thread or a sender's thread) ---------------------------------
 
+    def deliver_active(
+        self, entity_id: str, message: Any, reply: ReplyTo | None, deadline: float | None
+    ) -> bool:
+        """The common case of a message from another node, without a lock:
+        the entity is active and its shard served here, and its mailbox has
+        room. False (nothing done) when it is not that simple (I/O thread).
+
+        Safe against a concurrent passivation, handoff or loss: a message
+        put into a mailbox whose activation then ends is handed on with
+        the rest of that mailbox (:meth:`on_ended`), and one put after it
+        ended is taken back at once (:meth:`_rescue`).
+        """
+        cell = self.cells.get(entity_id)
+        if cell is None or cell.passivating:
+            return False
+        if self.slots[cell.shard].state != SERVING or _monotonic() >= self.serve_until:
+            return False
+        mailbox = cell.mailbox
+        if mailbox.qsize() >= mailbox.capacity:
+            return False
+        cell.touched = True
+        mailbox.put((0, message, reply, deadline))
+        if not cell.alive:
+            self._rescue(cell)
+        return True
+
+    def _rescue(self, cell: EntityCell) -> None:
+        """Take back what was put into an activation that ended meanwhile."""
+        with self.lock:
+            if self.cells.get(cell.entity_id) is cell:
+                return  # not ended yet: on_ended hands the mailbox on
+            leftovers = cell.leftovers()
+        if leftovers:
+            self.entities.router.pass_on(self.entity_type, cell.shard, leftovers)
+
     def deliver(
         self,
         token: int,
@@ -177,19 +214,21 @@ class ShardHost:
         or pass it on. Returns the entity whose full mailbox a blocking
         sender must wait for (then send again); else None."""
         shard = shard_of(entity_id, self.shards)
-        item: Item = (entity_id, message, reply, deadline, key, 0.0)
         if token > self.entities.map.revision:
+            item: Item = (entity_id, message, reply, deadline, key, 0.0)
             self.entities.router.hold(self.entity_type, shard, [item], token)
             return None
         slot = self.slots[shard]
         with self.lock:
             state = slot.state
             if state == SERVING and _monotonic() < self.serve_until:
-                return self._put(slot, item, block=block)
+                return self._put(slot, (entity_id, message, reply, deadline, key, 0.0), block=block)
             if state in (ACQUIRING, RELEASING):
-                self._buffer(slot, item)
+                self._buffer(slot, (entity_id, message, reply, deadline, key, 0.0))
                 return None
-        self.entities.router.pass_on(self.entity_type, shard, [item])
+        self.entities.router.pass_on(
+            self.entity_type, shard, [(entity_id, message, reply, deadline, key, 0.0)]
+        )
         return None
 
     def barrier(self, token: int, shard: int, reply: ReplyTo) -> None:
@@ -228,6 +267,8 @@ class ShardHost:
         if cell is None:
             cell = self._activate(slot, entity_id)
         elif cell.passivating or not cell.alive:
+            if cell.after is None:
+                cell.after = []
             cell.after.append(item)
             return None
         mailbox = cell.mailbox
@@ -257,6 +298,7 @@ class ShardHost:
     def _activate(self, slot: _Slot, entity_id: str) -> EntityCell:
         cell = EntityCell(self, entity_id, slot.index, slot.token)
         slot.cells[entity_id] = cell
+        self.cells[entity_id] = cell
         self.activations += 1
         cell.start()
         return cell
@@ -304,9 +346,11 @@ class ShardHost:
             slot = self.slots[cell.shard]
             if slot.cells.get(cell.entity_id) is cell:
                 del slot.cells[cell.entity_id]
+            if self.cells.get(cell.entity_id) is cell:
+                del self.cells[cell.entity_id]
             self.passivations += 1
-            leftovers = cell.leftovers() + cell.after
-            cell.after = []
+            leftovers = cell.leftovers() + (cell.after or [])
+            cell.after = None
             if slot.state == SERVING and leftovers and not cell.lost:
                 for item in leftovers:
                     self._put(slot, item, block=False)

@@ -26,12 +26,17 @@ _LIVENESS_CHECK = 0.1
 class EntityRef:
     """The entity ``entity_id`` of type ``entity_type``; see the module docstring."""
 
-    __slots__ = ("_entities", "entity_id", "entity_type")
+    __slots__ = ("_entities", "_lane", "_owner", "_remote", "_shard", "entity_id", "entity_type")
 
     def __init__(self, entities: Entities, entity_type: str, entity_id: str) -> None:
         self._entities = entities
         self.entity_type = entity_type
         self.entity_id = entity_id
+        # Routing state the router keeps here (any thread: each write is whole).
+        self._lane: Any = None
+        self._shard = 0
+        self._owner: Any = None
+        self._remote: Any = None
 
     def __repr__(self) -> str:
         return f"<EntityRef {self.entity_type!r} {self.entity_id!r}>"
@@ -54,8 +59,26 @@ class EntityRef:
         ``send_timeout``; ``block=False`` sheds at once). An unknown type,
         or a shard that finds no owner in time, makes a dead letter.
         """
+        remote = self._remote
+        if remote is not None:
+            # The fast path (see EntityRouter.tell): the owner this ref sent to
+            # last is still the shard's owner, and nothing is held for it.
+            lane = self._lane
+            shard = self._shard
+            owner = self._owner
+            with lane.locks[shard]:
+                try:
+                    if (
+                        lane.sent[shard] is owner
+                        and lane.view.owners[shard] is owner
+                        and shard not in lane.pending
+                    ):
+                        remote.tell(message)
+                        return
+                except IndexError:  # the type's shard count changed meanwhile
+                    pass
         try:
-            self._entities.router.tell(self.entity_type, self.entity_id, message, block=block)
+            self._entities.router.tell(self, message, block=block)
         except ActorNotFound:
             self._entities.dead_letters.record(
                 f"{self.entity_type}/{self.entity_id}", message, "actor_not_found"
@@ -65,7 +88,7 @@ class EntityRef:
         """``tell`` from a coroutine: waits for room in a full local mailbox
         without blocking the event loop."""
         try:
-            await self._entities.router.tell_async(self.entity_type, self.entity_id, message)
+            await self._entities.router.tell_async(self, message)
         except ActorNotFound:
             self._entities.dead_letters.record(
                 f"{self.entity_type}/{self.entity_id}", message, "actor_not_found"
@@ -79,12 +102,7 @@ class EntityRef:
         if timeout is None:
             timeout = self._entities.ask_timeout
         return self._entities.router.ask(
-            self.entity_type,
-            self.entity_id,
-            message,
-            timeout=timeout,
-            key=idempotency_key,
-            begin=False,
+            self, message, timeout=timeout, key=idempotency_key, begin=False
         )[1]
 
     def ask(
@@ -152,12 +170,7 @@ class EntityRef:
             raise ActorNotFound(f"the owner of entity {self.entity_id!r} ({owner}) is lost")
         tried.append(owner)
         node, reply = entities.router.ask(
-            self.entity_type,
-            self.entity_id,
-            message,
-            timeout=max(0.0, deadline - time.monotonic()),
-            key=key,
-            begin=True,
+            self, message, timeout=max(0.0, deadline - time.monotonic()), key=key, begin=True
         )
         tried[-1] = node
         if not watch:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from taskmesh.entities.cell import EntityCell
     from taskmesh.entities.host import Item
     from taskmesh.entities.layout import Assignment
+    from taskmesh.entities.ref import EntityRef
     from taskmesh.entities.service import Entities
     from taskmesh.entities.shardmap import TypeView
 
@@ -105,6 +106,7 @@ class EntityRouter:
         barrier_timeout: float = 5.0,
     ) -> None:
         self._entities = entities
+        self._node_id = entities.node_id
         self._map = entities.map
         self._transport = entities.transport
         self._lanes: dict[str, _Lane] = {}
@@ -156,22 +158,50 @@ class EntityRouter:
 
     # --- senders -----------------------------------------------------------------
 
-    def tell(self, entity_type: str, entity_id: str, message: Any, *, block: bool = True) -> None:
+    def _resolve(self, ref: EntityRef) -> tuple[_Lane, int]:
+        """The ref's lane and shard, computed once per ref (caller's thread)."""
+        lane = ref._lane
+        if lane is None or lane.shards != lane.view.shards:
+            lane = self._lane(ref.entity_type)
+            ref._shard = shard_of(ref.entity_id, lane.shards)
+            ref._lane = lane
+            ref._owner = None
+        return lane, ref._shard
+
+    def _remote_for(self, ref: EntityRef, lane: _Lane, owner: Assignment) -> Any:
+        """The transport ref to ``ref``'s entity at ``owner``, kept by the ref."""
+        remote = ref._remote
+        if remote is None or ref._owner is not owner:
+            remote = self._ref(lane, owner, entity_target(lane.name, owner.token, ref.entity_id))
+            ref._owner = owner
+            ref._remote = remote
+        return remote
+
+    def tell(self, ref: EntityRef, message: Any, *, block: bool = True) -> None:
         """At most once; see ``EntityRef.tell``."""
-        lane = self._lane(entity_type)
-        shard = shard_of(entity_id, lane.shards)
-        item: Item = (entity_id, message, None, None, None, 0.0)
+        lane, shard = self._resolve(ref)
+        with lane.locks[shard]:
+            # The fast path: the shard's owner is the one this process used last.
+            owner = lane.sent[shard]
+            if (
+                owner is not None
+                and shard not in lane.pending
+                and lane.view.owner(shard) is owner
+                and owner.node != self._node_id
+            ):
+                self._remote_for(ref, lane, owner).tell(message)
+                return
+        item: Item = (ref.entity_id, message, None, None, None, 0.0)
         while True:
             full = self._send(lane, shard, item, block=block)
             if full is None:
                 return
             wait_for_room(full, message, timeout=self._entities.send_timeout, ask=False)
 
-    async def tell_async(self, entity_type: str, entity_id: str, message: Any) -> None:
+    async def tell_async(self, ref: EntityRef, message: Any) -> None:
         """``tell`` that waits for room without blocking the event loop."""
-        lane = self._lane(entity_type)
-        shard = shard_of(entity_id, lane.shards)
-        item: Item = (entity_id, message, None, None, None, 0.0)
+        lane, shard = self._resolve(ref)
+        item: Item = (ref.entity_id, message, None, None, None, 0.0)
         while True:
             full = self._send(lane, shard, item, block=True)
             if full is None:
@@ -179,34 +209,26 @@ class EntityRouter:
             await wait_for_room_async(full, message, timeout=self._entities.send_timeout, ask=False)
 
     def ask(
-        self,
-        entity_type: str,
-        entity_id: str,
-        message: Any,
-        *,
-        timeout: float,
-        key: str | None,
-        begin: bool,
+        self, ref: EntityRef, message: Any, *, timeout: float, key: str | None, begin: bool
     ) -> tuple[str, Reply]:
         """Send an ask; returns the node it went to ("" if held here) and
         its reply. ``begin``: the caller waits at once (a remote ask then
         reads its answer in this thread, the fast path)."""
-        lane = self._lane(entity_type)
-        shard = shard_of(entity_id, lane.shards)
+        lane, shard = self._resolve(ref)
         deadline = _monotonic() + timeout
         while True:
             with lane.locks[shard]:
                 owner = None if shard in lane.pending else self._route(lane, shard)
-                if owner is not None and owner.node != self._entities.node_id:
+                if owner is not None and owner.node != self._node_id:
                     lane.sent[shard] = owner
-                    ref = self._ref(lane, owner, entity_target(lane.name, owner.token, entity_id))
+                    remote = self._remote_for(ref, lane, owner)
                     if begin:
-                        return owner.node, ref.begin_ask(
-                            message, timeout=timeout, idempotency_key=key
-                        )
-                    return owner.node, ref.ask_async(message, timeout=timeout, idempotency_key=key)
+                        answer = remote.begin_ask(message, timeout=timeout, idempotency_key=key)
+                    else:
+                        answer = remote.ask_async(message, timeout=timeout, idempotency_key=key)
+                    return owner.node, answer
                 reply = Reply(deadline)
-                item: Item = (entity_id, message, reply, deadline, key, 0.0)
+                item: Item = (ref.entity_id, message, reply, deadline, key, 0.0)
                 if owner is None:
                     self._hold(lane, shard, item, 0)
                     return "", reply

@@ -32,7 +32,7 @@ from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import ReplyTo
 from taskmesh.entities.entity import Entity
 from taskmesh.entities.etcd_store import EtcdStore
-from taskmesh.entities.host import NOT_MINE, Item, ShardHost
+from taskmesh.entities.host import NOT_MINE, SERVING, Item, ShardHost
 from taskmesh.entities.jobs import Jobs
 from taskmesh.entities.layout import EntityKeys
 from taskmesh.entities.placer import ShardPlacer
@@ -70,11 +70,14 @@ __all__ = ["Entities", "Observer", "for_client", "for_node"]
 
 log = logging.getLogger("taskmesh.entities")
 
+_monotonic = time.monotonic
+
 Observer = Callable[[str, str, str, int], None]
 """``observer(event, type, id, token)`` with event ``activate`` or
 ``passivate`` (the event loop): a hook for tests that record activations."""
 
 _HOOKS_FOR_RUNTIME = ("on_start", "on_stop")
+_KEPT_REFS = 100_000
 
 
 class Entities:
@@ -122,6 +125,9 @@ class Entities:
             ShardPlacer(self, member.election, margin=margin) if member is not None else None
         )
         self.observer: Observer | None = None
+        self._refs: dict[tuple[str, str], EntityRef] = {}
+        self._targets: dict[str, tuple[ShardHost, str]] = {}
+        """Entity targets seen by ``deliver``, parsed (I/O thread only)."""
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._started = False
@@ -259,17 +265,22 @@ class Entities:
         if lease is not None:
             host.on_lease(lease, keeper.deadline)
             try:
-                self._publish(host)
+                revision = self._publish(host)
             except ClusterError as error:  # the lease hook publishes it when etcd is back
                 log.info("publishing that this node hosts %r failed: %s", entity_type, error)
+            else:
+                # Refs made here right after this call must know the type.
+                self.map.wait_revision(revision, timeout=self.ask_timeout)
         self._sweep(host)
 
-    def _publish(self, host: ShardHost) -> None:
+    def _publish(self, host: ShardHost) -> int:
+        """Put the host's record under its lease; returns the revision (0: no lease)."""
         lease = host.lease
         if not lease:
-            return
+            return 0
         record = host.record(draining=host.draining)
-        self.etcd.put(self.keys.host(host.entity_type, record.node), record.to_bytes(), lease=lease)
+        key = self.keys.host(host.entity_type, record.node)
+        return self.etcd.put(key, record.to_bytes(), lease=lease)
 
     def _sweep(self, host: ShardHost) -> None:
         timeout = host.idle_timeout
@@ -317,8 +328,17 @@ class Entities:
     # --- messages -------------------------------------------------------------------
 
     def ref(self, entity_type: str, entity_id: str) -> EntityRef:
-        """A ref to one entity (validates the type and id)."""
-        return EntityRef(self, validate_entity_type(entity_type), validate_entity_id(entity_id))
+        """A ref to one entity (validates the type and id). Refs are kept
+        (up to 100,000), so asking for one again costs a dictionary lookup
+        and reuses what it learnt about the route."""
+        key = (entity_type, entity_id)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = EntityRef(self, validate_entity_type(entity_type), validate_entity_id(entity_id))
+            if len(self._refs) >= _KEPT_REFS:
+                self._refs.clear()
+            self._refs[key] = ref
+        return ref
 
     def owner_of(self, entity_type: str, entity_id: str) -> str:
         """The node that owns the entity's shard now, from the map ("" if none)."""
@@ -339,12 +359,46 @@ class Entities:
         """The actor system's fallback: take an entity message from another
         node (the transport's I/O thread; never blocks). False if ``name``
         is not an entity target."""
-        if name[:1] != "~":
+        known = self._targets.get(name)
+        if known is not None and key is None:
+            # The common case, kept short: a target seen before, to an entity
+            # active here (see ShardHost.deliver_active).
+            active, entity_id = known
+            cell = active.cells.get(entity_id)
+            if cell is not None and not cell.passivating:
+                mailbox = cell.mailbox
+                if (
+                    active.slots[cell.shard].state == SERVING
+                    and _monotonic() < active.serve_until
+                    and mailbox.qsize() < mailbox.capacity
+                ):
+                    cell.touched = True
+                    mailbox.put((0, message, reply, deadline))
+                    if not cell.alive:
+                        active._rescue(cell)
+                    return True
+        parts = name.split("/", 2)
+        head = parts[0]
+        if head[:1] != "~":
             return False
+        if len(parts) == 3 and key is None:
+            host = self.hosts.get(head[1:])
+            if host is not None and parts[2]:
+                if len(self._targets) >= _KEPT_REFS:
+                    self._targets.clear()
+                self._targets[name] = (host, parts[2])
+                if host.deliver_active(parts[2], message, reply, deadline):
+                    return True
         if self._closed:
             self.refuse("?", (name, message, reply, deadline, key, 0.0), "actor_stopped")
             return True
-        if name[1:2] == "~":
+        if len(parts) == 3 and head[1:2] != "~":
+            host = self.hosts.get(head[1:])
+            token = parts[1]
+            if host is not None and parts[2] and token.isdigit():
+                host.deliver(int(token), parts[2], message, reply, deadline, key, block=False)
+                return True
+        if head[1:2] == "~":
             self._barrier(name, reply)
             return True
         if name == STATS:
@@ -355,17 +409,13 @@ class Entities:
         if parsed is None:
             self.refuse("?", (name, message, reply, deadline, key, 0.0), "actor_not_found")
             return True
-        entity_type, token, entity_id = parsed
-        host = self.hosts.get(entity_type)
-        if host is not None:
-            host.deliver(token, entity_id, message, reply, deadline, key, block=False)
-            return True
+        entity_type, token_number, entity_id = parsed
         view = self.map.view(entity_type)
         item: Item = (entity_id, message, reply, deadline, key, 0.0)
         if view is None or not view.shards:
             self.refuse(entity_type, item, "actor_not_found")
-        elif token > self.map.revision:
-            self.router.hold(entity_type, shard_of(entity_id, view.shards), [item], token)
+        elif token_number > self.map.revision:
+            self.router.hold(entity_type, shard_of(entity_id, view.shards), [item], token_number)
         else:
             self.router.pass_on(entity_type, shard_of(entity_id, view.shards), [item])
         return True

@@ -76,6 +76,7 @@ class ShardMap:
     def __init__(self, client: EtcdClient, keys: EntityKeys) -> None:
         self.keys = keys
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._types: dict[str, TypeView] = {}
         self._listeners: list[Listener] = []
         self.revision = 0
@@ -91,6 +92,12 @@ class ShardMap:
 
     def stop(self) -> None:
         self._watch.stop()
+
+    def wait_revision(self, revision: int, *, timeout: float) -> bool:
+        """Wait until the view has applied ``revision`` (a write of ours);
+        False after ``timeout`` s (any thread but the watch's)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.revision >= revision, timeout)
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(entity_type)`` after each change (watch thread)."""
@@ -168,6 +175,7 @@ class ShardMap:
             for view in self._types.values():
                 view._resize()
             self.revision = max(self.revision, revision)
+            self._changed.notify_all()
             names = list(self._types)
         self._synced.set()
         for name in names:
@@ -177,6 +185,7 @@ class ShardMap:
         with self._lock:
             name = self._apply(event.kv, deleted=event.kind == "delete")
             self.revision = max(self.revision, event.kv.mod_revision)
+            self._changed.notify_all()
         if name is not None:
             self._notify(name)
 
