@@ -142,7 +142,9 @@ class EntityRouter:
             return lane
         view = self._map.view(entity_type)
         if view is None or not view.shards:
-            raise ActorNotFound(f"no node hosts entities of type {entity_type!r}")
+            view = self._map.read_through(entity_type)
+            if view is None:
+                raise ActorNotFound(f"no node hosts entities of type {entity_type!r}")
         with self._lock:
             lane = self._lanes.get(entity_type)
             if lane is None or lane.shards != view.shards:

@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
 from taskmesh.cluster.etcd import EtcdClient, KeyValue, PrefixWatch, WatchEvent
 from taskmesh.entities.layout import Assignment, EntityKeys, Handoff, HostRecord, Rebalance
+from taskmesh.errors import ClusterError
 
 __all__ = ["ShardMap", "TypeView"]
 
 log = logging.getLogger("taskmesh.entities")
 
 Listener = Callable[[str], None]
+
+_READS_PER_S = 20.0
+"""etcd reads a second allowed for types missing from the view."""
 
 
 class TypeView:
@@ -80,6 +85,10 @@ class ShardMap:
         self._types: dict[str, TypeView] = {}
         self._listeners: list[Listener] = []
         self.revision = 0
+        self._client = client
+        self._budget = _READS_PER_S
+        self._budget_at = time.monotonic()
+        self._paused_until = 0.0
         self._synced = threading.Event()
         self._watch = PrefixWatch(
             client, keys.root, on_reset=self._reset, on_event=self._event, name="entities"
@@ -122,6 +131,33 @@ class ShardMap:
             if view is None:
                 return {}, {}, {}, 0
             return dict(view.hosts), dict(view.assigned), dict(view.handoffs), view.shards
+
+    def read_through(self, entity_type: str) -> TypeView | None:
+        """Read a type the watch has not shown yet from etcd (its hosts only):
+        a node may have hosted it a moment ago, and a message to it must not
+        fail for that. Rate-limited (a flood of sends to an unknown type
+        cannot flood etcd); returns the view if the type has hosts."""
+        now = time.monotonic()
+        with self._lock:
+            self._budget = min(_READS_PER_S, self._budget + (now - self._budget_at) * _READS_PER_S)
+            self._budget_at = now
+            if self._budget < 1 or now < self._paused_until:
+                return None
+            self._budget -= 1
+        try:
+            kvs, _ = self._client.get_prefix(f"{self.keys.hosts}{entity_type}/")
+        except ClusterError as error:
+            self._paused_until = time.monotonic() + 5.0
+            log.info("reading entity type %r from etcd failed: %s", entity_type, error)
+            return None
+        with self._lock:
+            view = self._types.get(entity_type)
+            if not kvs or (view is not None and view.shards):
+                return view if view is not None and view.shards else None
+            for kv in kvs:  # the watch brings the same records, and later changes
+                self._apply(kv, deleted=False)
+            view = self._types.get(entity_type)
+        return view if view is not None and view.shards else None
 
     # --- the watch thread ----------------------------------------------------------
 
