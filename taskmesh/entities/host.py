@@ -39,6 +39,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from taskmesh.actors.cell import RUNNING
 from taskmesh.actors.directives import Action, Directive
 from taskmesh.actors.future import ReplyTo
 from taskmesh.actors.mailbox import STOP
@@ -484,7 +485,10 @@ class ShardHost:
                 cell.passivating = True
             empty = not slot.cells
         for cell in cells:
-            cell.mailbox.put((STOP, None, None, None))  # after what is queued
+            if cell._state is RUNNING:
+                cell.mailbox.put((STOP, None, None, None))  # after what is queued
+            else:  # waiting to restart after a failure: stop it now, keep its mailbox
+                cell.post(Directive(Action.STOP, terminated_reason="handed over"))
         if empty:
             self.entities.jobs.submit(self._released, shard)
         else:
