@@ -544,6 +544,7 @@ class ShardHost:
             self.last_handoff = time.time()
         if items:
             entities.router.hold(self.entity_type, shard, items, entities.map.revision + 1)
+        self.on_map()  # the leader may have given it back to us meanwhile
 
     def _drop(self, slot: _Slot, why: str) -> None:
         """Give up a shard at once (its key is gone, or the lease): its
