@@ -39,7 +39,8 @@ from taskmesh.errors import ActorNotFound, ConfigError, StaleActivation
 if TYPE_CHECKING:
     from taskmesh.actors.cell import Cell
     from taskmesh.entities.entity import Entity
-    from taskmesh.entities.host import Item, ShardHost
+    from taskmesh.entities.host import ShardHost
+    from taskmesh.entities.ownership import Item
 
 __all__ = ["EntityCell", "EntitySupervisor", "LeaseGone"]
 

@@ -22,18 +22,21 @@ must be short and must not block (no sleeps, no sync I/O, no sync asks).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from taskmesh.actors.actor import Actor
-from taskmesh.entities.shards import DEFAULT_SHARDS
+from taskmesh.entities.shards import DEFAULT_SHARDS, validate_entity_type, validate_shards
 from taskmesh.errors import ConfigError
 
 if TYPE_CHECKING:
     from taskmesh.entities.cell import EntityCell
     from taskmesh.entities.ref import EntityRef
 
-__all__ = ["Entity", "Saved"]
+__all__ = ["Entity", "Saved", "check_entity_class"]
+
+_HOOKS_FOR_RUNTIME = ("on_start", "on_stop")
 
 
 class Saved:
@@ -136,3 +139,31 @@ class Entity(Actor):
     def on_stop(self) -> Any:
         """Runtime hook: hands over to :meth:`on_passivate` (do not override)."""
         return self._entity_cell().passivated(self)
+
+
+def check_entity_class(entity_cls: object) -> None:
+    """Refuse what cannot be hosted, with a clear error."""
+    if not (isinstance(entity_cls, type) and issubclass(entity_cls, Entity)):
+        raise ConfigError(f"node.host needs a taskmesh.Entity subclass, got {entity_cls!r}")
+    name = entity_cls.__name__
+    if not entity_cls.entity_type:
+        raise ConfigError(f"{name}.entity_type is not set (e.g. entity_type = 'device')")
+    validate_entity_type(entity_cls.entity_type)
+    validate_shards(entity_cls.shards, f"{name}.shards")
+    timeout = entity_cls.idle_timeout
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError(f"{name}.idle_timeout must be > 0 seconds or None, got {timeout!r}")
+    if entity_cls.capabilities:
+        raise ConfigError(f"{name}: entities are reached by id, not by capability")
+    if entity_cls.inline:
+        raise ConfigError(f"{name}: entities run on the event loop; inline is for threaded actors")
+    for hook in _HOOKS_FOR_RUNTIME:
+        if getattr(entity_cls, hook) is not getattr(Entity, hook):
+            raise ConfigError(f"{name} overrides {hook}: use on_activate and on_passivate")
+    if entity_cls.receive is Entity.receive:
+        raise ConfigError(f"{name} has no receive")
+    limit = entity_cls.max_concurrency
+    if not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"{name}.max_concurrency must be an int >= 1")
+    if limit > 1 and not inspect.iscoroutinefunction(entity_cls.receive):
+        raise ConfigError(f"{name}: max_concurrency > 1 needs an async receive")

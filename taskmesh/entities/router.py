@@ -35,62 +35,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from taskmesh.actors.flow import wait_for_room, wait_for_room_async
 from taskmesh.actors.future import Reply, ReplyTo
+from taskmesh.entities.holding import RECHECK, Flusher, Lane, Pending
 from taskmesh.entities.shards import barrier_target, entity_target, shard_of
 from taskmesh.errors import ActorNotFound, TaskmeshError
 
 if TYPE_CHECKING:
     from taskmesh.entities.cell import EntityCell
-    from taskmesh.entities.host import Item
     from taskmesh.entities.layout import Assignment
+    from taskmesh.entities.ownership import Item
     from taskmesh.entities.ref import EntityRef
     from taskmesh.entities.service import Entities
-    from taskmesh.entities.shardmap import TypeView
 
 __all__ = ["EntityRouter"]
 
 log = logging.getLogger("taskmesh.entities")
 
 _monotonic = time.monotonic
-
-_NONE, _SENT, _DONE = 0, 1, 2
-_RECHECK = 0.05
-"""Seconds before a held shard is looked at again when no event will wake it
-(this node's host has not caught up with the map yet)."""
-
-
-class _Pending:
-    """Messages held for one shard, in order, and what they wait for."""
-
-    __slots__ = ("barrier", "barrier_state", "items", "recheck", "revision")
-
-    def __init__(self) -> None:
-        self.items: deque[Item] = deque()
-        self.revision = 0  # the map must have reached this revision
-        self.recheck = 0.0  # do not look again before this time
-        self.barrier: Assignment | None = None  # the old owner to flush through
-        self.barrier_state = _NONE
-
-
-class _Lane:
-    """The routing state of one entity type in this process."""
-
-    __slots__ = ("locks", "name", "pending", "sent", "shards", "view")
-
-    def __init__(self, view: TypeView) -> None:
-        self.view = view
-        self.name = view.name
-        self.shards = view.shards
-        self.locks = [threading.RLock() for _ in range(view.shards)]
-        self.sent: list[Assignment | None] = [None] * view.shards
-        """The assignment this process last sent each shard's messages by."""
-        self.pending: dict[int, _Pending] = {}
 
 
 class EntityRouter:
@@ -109,23 +74,23 @@ class EntityRouter:
         self._node_id = entities.node_id
         self._map = entities.map
         self._transport = entities.transport
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane] = {}
         self._lock = threading.Lock()
         self.buffer_timeout = buffer_timeout
         self.buffer_limit = buffer_limit
         self.barrier_timeout = barrier_timeout
-        self._wakes: SimpleQueue[tuple[str, int] | None] = SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-        self._map.subscribe(self._on_map)
+        self._flusher = Flusher(self, entities)
+        self._wake = self._flusher.wake
+        self._map.subscribe(self._flusher.on_map)
+
+    @property
+    def lanes(self) -> dict[str, Lane]:
+        """The routing state per entity type (for the flusher)."""
+        return self._lanes
 
     def stop(self) -> None:
         """Stop the flusher thread; held messages become dead letters."""
-        self._stopped = True
-        self._wakes.put(None)
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
+        self._flusher.stop()
         for lane in list(self._lanes.values()):
             for shard in list(lane.pending):
                 with lane.locks[shard]:
@@ -136,7 +101,7 @@ class EntityRouter:
 
     # --- lanes ----------------------------------------------------------------------
 
-    def _lane(self, entity_type: str) -> _Lane:
+    def _lane(self, entity_type: str) -> Lane:
         lane = self._lanes.get(entity_type)
         if lane is not None and lane.shards == lane.view.shards:
             return lane
@@ -148,7 +113,7 @@ class EntityRouter:
         with self._lock:
             lane = self._lanes.get(entity_type)
             if lane is None or lane.shards != view.shards:
-                lane = self._lanes[entity_type] = _Lane(view)
+                lane = self._lanes[entity_type] = Lane(view)
         return lane
 
     def pending_count(self, entity_type: str | None = None) -> int:
@@ -160,7 +125,7 @@ class EntityRouter:
 
     # --- senders -----------------------------------------------------------------
 
-    def _resolve(self, ref: EntityRef) -> tuple[_Lane, int]:
+    def _resolve(self, ref: EntityRef) -> tuple[Lane, int]:
         """The ref's lane and shard, computed once per ref (caller's thread)."""
         lane = ref._lane
         if lane is None or lane.shards != lane.view.shards:
@@ -170,11 +135,11 @@ class EntityRouter:
             ref._owner = None
         return lane, ref._shard
 
-    def _remote_for(self, ref: EntityRef, lane: _Lane, owner: Assignment) -> Any:
+    def _remote_for(self, ref: EntityRef, lane: Lane, owner: Assignment) -> Any:
         """The transport ref to ``ref``'s entity at ``owner``, kept by the ref."""
         remote = ref._remote
         if remote is None or ref._owner is not owner:
-            remote = self._ref(lane, owner, entity_target(lane.name, owner.token, ref.entity_id))
+            remote = self.remote(lane, owner, entity_target(lane.name, owner.token, ref.entity_id))
             ref._owner = owner
             ref._remote = remote
         return remote
@@ -232,38 +197,38 @@ class EntityRouter:
                 reply = Reply(deadline)
                 item: Item = (ref.entity_id, message, reply, deadline, key, 0.0)
                 if owner is None:
-                    self._hold(lane, shard, item, 0)
+                    self.hold_one(lane, shard, item, 0)
                     return "", reply
                 lane.sent[shard] = owner
-                full = self._dispatch(lane, shard, owner, item, block=True)
+                full = self.dispatch(lane, shard, owner, item, block=True)
                 if full is None:
                     return owner.node, reply
             wait_for_room(full, message, timeout=max(0.0, deadline - _monotonic()), ask=True)
 
-    def _send(self, lane: _Lane, shard: int, item: Item, *, block: bool) -> EntityCell | None:
+    def _send(self, lane: Lane, shard: int, item: Item, *, block: bool) -> EntityCell | None:
         with lane.locks[shard]:
             owner = None if shard in lane.pending else self._route(lane, shard)
             if owner is None:
-                self._hold(lane, shard, item, 0)
+                self.hold_one(lane, shard, item, 0)
                 return None
             lane.sent[shard] = owner
-            return self._dispatch(lane, shard, owner, item, block=block)
+            return self.dispatch(lane, shard, owner, item, block=block)
 
-    def _route(self, lane: _Lane, shard: int) -> Assignment | None:
+    def _route(self, lane: Lane, shard: int) -> Assignment | None:
         """The owner to send to now, or None after parking the shard for a
         barrier or an owner (lane lock held, nothing held for the shard)."""
         owner = lane.view.owner(shard)
         if owner is None:
             return None
         last = lane.sent[shard]
-        if last is not None and last.token != owner.token and self._flush_through(last, owner):
-            pending = lane.pending[shard] = _Pending()
+        if last is not None and last.token != owner.token and self.flush_through(last, owner):
+            pending = lane.pending[shard] = Pending()
             pending.barrier = last
             self._wake(lane.name, shard)
             return None
         return owner
 
-    def _flush_through(self, last: Assignment, owner: Assignment) -> bool:
+    def flush_through(self, last: Assignment, owner: Assignment) -> bool:
         """Whether messages sent by ``last`` may still be in flight through
         a live node other than ``owner`` (and this one)."""
         node = last.node
@@ -288,8 +253,8 @@ class EntityRouter:
                 # The map says we own it and the host does not serve it yet
                 # (or no longer): look again shortly, and when the host wakes us.
                 for item in items:
-                    pending = self._hold(lane, shard, item, 0)
-                pending.recheck = _monotonic() + _RECHECK
+                    pending = self.hold_one(lane, shard, item, 0)
+                pending.recheck = _monotonic() + RECHECK
                 self._wake(lane.name, shard)
                 return
             for item in items:
@@ -307,7 +272,7 @@ class EntityRouter:
             return
         with lane.locks[shard]:
             for item in items:
-                self._hold(lane, shard, item, revision)
+                self.hold_one(lane, shard, item, revision)
         self._wake(lane.name, shard)
 
     def wake(self, entity_type: str, shard: int) -> None:
@@ -316,10 +281,10 @@ class EntityRouter:
         if lane is not None and shard in lane.pending:
             self._wake(entity_type, shard)
 
-    def _hold(self, lane: _Lane, shard: int, item: Item, revision: int) -> _Pending:
+    def hold_one(self, lane: Lane, shard: int, item: Item, revision: int) -> Pending:
         pending = lane.pending.get(shard)
         if pending is None:
-            pending = lane.pending[shard] = _Pending()
+            pending = lane.pending[shard] = Pending()
             self._wake(lane.name, shard)
         if revision > pending.revision:
             pending.revision = revision
@@ -332,15 +297,15 @@ class EntityRouter:
 
     # --- sending (lane lock held) -------------------------------------------------------
 
-    def _dispatch(
-        self, lane: _Lane, shard: int, owner: Assignment, item: Item, *, block: bool
+    def dispatch(
+        self, lane: Lane, shard: int, owner: Assignment, item: Item, *, block: bool
     ) -> EntityCell | None:
         entity_id, message, reply, deadline, key, _ = item
         if owner.node == self._entities.node_id:
             host = self._entities.hosts.get(lane.name)
             if host is None:  # the map names us for a type we do not host
-                pending = self._hold(lane, shard, item, 0)
-                pending.recheck = _monotonic() + _RECHECK
+                pending = self.hold_one(lane, shard, item, 0)
+                pending.recheck = _monotonic() + RECHECK
                 return None
             if not entity_id:
                 assert reply is not None
@@ -351,7 +316,7 @@ class EntityRouter:
             target = entity_target(lane.name, owner.token, entity_id)
         else:
             target = barrier_target(lane.name, owner.token, shard)
-        ref = self._ref(lane, owner, target)
+        ref = self.remote(lane, owner, target)
         if reply is None:
             ref.tell(message)
             return None
@@ -369,126 +334,13 @@ class EntityRouter:
         answer.add_done_callback(_chain(reply))
         return None
 
-    def _ref(self, lane: _Lane, owner: Assignment, target: str) -> Any:
+    def remote(self, lane: Lane, owner: Assignment, target: str) -> Any:
         key = None
         if self._transport.keys is not None:
             record = lane.view.hosts.get(owner.node)
             if record is not None and record.public_key:
                 key = record.public_key.encode()
         return self._transport.ref(owner.address, target, server_key=key)
-
-    # --- the flusher thread ----------------------------------------------------------
-
-    def _wake(self, entity_type: str, shard: int) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None and not self._stopped:
-                    self._thread = threading.Thread(
-                        target=self._run, name="taskmesh-entities-router", daemon=True
-                    )
-                    self._thread.start()
-        self._wakes.put((entity_type, shard))
-
-    def _on_map(self, entity_type: str) -> None:
-        """The map changed (watch thread): held shards of the type may go."""
-        lane = self._lanes.get(entity_type)
-        if lane is not None:
-            for shard in list(lane.pending):
-                self._wakes.put((entity_type, shard))
-
-    def _run(self) -> None:
-        """The flusher thread (``taskmesh-entities-router``)."""
-        last_scan = _monotonic()
-        while not self._stopped:
-            try:
-                wake = self._wakes.get(timeout=_RECHECK)
-            except Empty:
-                wake = None
-            if wake is not None:
-                lane = self._lanes.get(wake[0])
-                if lane is not None:
-                    self._flush(lane, wake[1])
-            now = _monotonic()
-            if now - last_scan >= _RECHECK:
-                last_scan = now
-                for lane in list(self._lanes.values()):
-                    for shard in list(lane.pending):
-                        self._flush(lane, shard)
-
-    def _flush(self, lane: _Lane, shard: int) -> None:
-        with lane.locks[shard]:
-            pending = lane.pending.get(shard)
-            if pending is None:
-                return
-            now = _monotonic()
-            self._expire(lane, pending, now)
-            if pending.barrier_state == _SENT or now < pending.recheck:
-                return
-            if self._map.revision < pending.revision:
-                return
-            owner = lane.view.owner(shard)
-            if owner is None:
-                if not pending.items and pending.barrier is None:
-                    del lane.pending[shard]
-                return
-            if pending.barrier_state == _NONE:
-                # Also when the shard had no owner for a while: what this process
-                # sent to the previous one may still be on its way through it.
-                last = pending.barrier or lane.sent[shard]
-                if (
-                    last is not None
-                    and last.token != owner.token
-                    and self._flush_through(last, owner)
-                ):
-                    pending.barrier = last
-                    self._send_barrier(lane, shard, pending, owner)
-                    return
-            del lane.pending[shard]
-            lane.sent[shard] = owner
-            for item in pending.items:
-                if shard in lane.pending:  # the host held it again: keep the order
-                    self._hold(lane, shard, item, 0)
-                else:
-                    self._dispatch(lane, shard, owner, item, block=False)
-
-    def _send_barrier(self, lane: _Lane, shard: int, pending: _Pending, owner: Assignment) -> None:
-        old = pending.barrier
-        assert old is not None
-        pending.barrier_state = _SENT
-        ref = self._ref(lane, old, barrier_target(lane.name, owner.token, shard))
-
-        def done(_: Reply) -> None:  # the replier's thread
-            pending.barrier_state = _DONE
-            self._wakes.put((lane.name, shard))
-
-        try:
-            answer = ref.ask_async(None, timeout=self.barrier_timeout)
-        except TaskmeshError:
-            pending.barrier_state = _DONE
-            self._wakes.put((lane.name, shard))
-            return
-        answer.add_done_callback(done)
-
-    def _expire(self, lane: _Lane, pending: _Pending, now: float) -> None:
-        items = pending.items
-        if not items:
-            return
-        limit = now - self.buffer_timeout
-        if not any(
-            (deadline is not None and deadline <= now) or (deadline is None and since <= limit)
-            for _, _, _, deadline, _, since in items
-        ):
-            return
-        kept: deque[Item] = deque()
-        for item in items:
-            deadline, since = item[3], item[5]
-            if deadline is not None and deadline <= now:
-                self._entities.refuse(lane.name, item, "expired")
-            elif deadline is None and since <= limit:
-                self._entities.refuse(lane.name, item, "no_shard_owner")
-            else:
-                kept.append(item)
-        pending.items = kept
 
 
 def _chain(reply: ReplyTo) -> Callable[[Reply], None]:

@@ -6,17 +6,10 @@ acts while the node leads), a :class:`~taskmesh.entities.host.ShardHost`
 per type it hosts (``node.host``), the jobs thread, the store workers, and
 the hook through which the transport hands it entity messages.
 
-**The message path.** The transport's I/O thread calls
-``ActorSystem.deliver(target, ...)`` for every message from another node.
-An entity message's target starts with ``~`` (no actor name can), so the
-system misses it in its name table and calls :meth:`Entities.deliver` (its
-``fallback_deliver``), which puts it in the entity's mailbox right there:
-one dictionary miss and a parse more than a message to a named actor, and
-no second hop through a per-node "region" actor, which would have cost a
-thread hand-off or an event loop turn per message. It never blocks: a full
-mailbox refuses (a dead letter, or ``MailboxFull`` for an ask), a moving
-shard buffers, a shard owned elsewhere is forwarded. Named actors pay
-nothing for it: only the miss path looks at the hook.
+Entity messages from other nodes come in through the
+:class:`~taskmesh.entities.inbox.EntityInbox` (why there is no second hop:
+see there); messages sent from here go out through the
+:class:`~taskmesh.entities.router.EntityRouter`.
 """
 
 from __future__ import annotations
@@ -30,32 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import ReplyTo
-from taskmesh.entities.entity import Entity
+from taskmesh.entities.entity import Entity, check_entity_class
 from taskmesh.entities.etcd_store import EtcdStore
-from taskmesh.entities.host import NOT_MINE, SERVING, Item, ShardHost
+from taskmesh.entities.host import ShardHost
+from taskmesh.entities.inbox import EntityInbox
 from taskmesh.entities.jobs import Jobs
 from taskmesh.entities.layout import EntityKeys
+from taskmesh.entities.ownership import NOT_MINE, Item
 from taskmesh.entities.placer import ShardPlacer
 from taskmesh.entities.ref import EntityRef
 from taskmesh.entities.router import EntityRouter
 from taskmesh.entities.shardmap import ShardMap
-from taskmesh.entities.shards import (
-    STATS,
-    parse_barrier,
-    parse_target,
-    shard_of,
-    validate_entity_id,
-    validate_entity_type,
-    validate_shards,
-)
+from taskmesh.entities.shards import shard_of, validate_entity_id, validate_entity_type
 from taskmesh.entities.store import StateStore, StoreContext
-from taskmesh.errors import (
-    ActorNotFound,
-    AskTimeout,
-    ClusterError,
-    ConfigError,
-    MailboxFull,
-)
+from taskmesh.errors import ActorNotFound, AskTimeout, ClusterError, ConfigError, MailboxFull
 
 if TYPE_CHECKING:
     from taskmesh.actors.system import ActorSystem
@@ -70,13 +51,10 @@ __all__ = ["Entities", "Observer", "for_client", "for_node"]
 
 log = logging.getLogger("taskmesh.entities")
 
-_monotonic = time.monotonic
-
 Observer = Callable[[str, str, str, int], None]
 """``observer(event, type, id, token)`` with event ``activate`` or
 ``passivate`` (the event loop): a hook for tests that record activations."""
 
-_HOOKS_FOR_RUNTIME = ("on_start", "on_stop")
 _KEPT_REFS = 100_000
 
 
@@ -121,17 +99,17 @@ class Entities:
         self.hosts: dict[str, ShardHost] = {}
         self.jobs = Jobs()
         self.router = EntityRouter(self)
+        self.inbox = EntityInbox(self)
         self.placer = (
             ShardPlacer(self, member.election, margin=margin) if member is not None else None
         )
         self.observer: Observer | None = None
         self._refs: dict[tuple[str, str], EntityRef] = {}
-        self._targets: dict[str, tuple[ShardHost, str]] = {}
-        """Entity targets seen by ``deliver``, parsed (I/O thread only)."""
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._started = False
-        self._closed = False
+        self.closed = False
+        """Set once closing: entity messages that still come are refused."""
         if member is not None:
             self.map.subscribe(self._on_map)
 
@@ -189,7 +167,7 @@ class Entities:
 
     def close(self) -> None:
         """Stop placing, stop what still runs here, stop watching (idempotent)."""
-        self._closed = True
+        self.closed = True
         if self.placer is not None:
             self.placer.stop()
         for host in self.hosts.values():
@@ -249,6 +227,10 @@ class Entities:
             raise ConfigError(
                 f"entity type {entity_type!r} has {view.shards} shards on the other nodes, "
                 f"but {entity_cls.__name__}.shards is {entity_cls.shards}"
+            )
+        if store is not None and not entity_cls.persistent:
+            raise ConfigError(
+                f"{entity_cls.__name__} is not persistent: a store is for persistent = True"
             )
         if store is None and entity_cls.persistent:
             store = EtcdStore()
@@ -356,84 +338,8 @@ class Entities:
         deadline: float | None,
         key: str | None = None,
     ) -> bool:
-        """The actor system's fallback: take an entity message from another
-        node (the transport's I/O thread; never blocks). False if ``name``
-        is not an entity target."""
-        known = self._targets.get(name)
-        if known is not None and key is None:
-            # The common case, kept short: a target seen before, to an entity
-            # active here (see ShardHost.deliver_active).
-            active, entity_id = known
-            cell = active.cells.get(entity_id)
-            if cell is not None and not cell.passivating:
-                mailbox = cell.mailbox
-                if (
-                    active.slots[cell.shard].state == SERVING
-                    and _monotonic() < active.serve_until
-                    and mailbox.qsize() < mailbox.capacity
-                ):
-                    cell.touched = True
-                    mailbox.put((0, message, reply, deadline))
-                    if not cell.alive:
-                        active._rescue(cell)
-                    return True
-        parts = name.split("/", 2)
-        head = parts[0]
-        if head[:1] != "~":
-            return False
-        if len(parts) == 3 and key is None:
-            host = self.hosts.get(head[1:])
-            if host is not None and parts[2]:
-                if len(self._targets) >= _KEPT_REFS:
-                    self._targets.clear()
-                self._targets[name] = (host, parts[2])
-                if host.deliver_active(parts[2], message, reply, deadline):
-                    return True
-        if self._closed:
-            self.refuse("?", (name, message, reply, deadline, key, 0.0), "actor_stopped")
-            return True
-        if len(parts) == 3 and head[1:2] != "~":
-            host = self.hosts.get(head[1:])
-            token = parts[1]
-            if host is not None and parts[2] and token.isdigit():
-                host.deliver(int(token), parts[2], message, reply, deadline, key, block=False)
-                return True
-        if head[1:2] == "~":
-            self._barrier(name, reply)
-            return True
-        if name == STATS:
-            if reply is not None:
-                reply.set(self.stats())
-            return True
-        parsed = parse_target(name)
-        if parsed is None:
-            self.refuse("?", (name, message, reply, deadline, key, 0.0), "actor_not_found")
-            return True
-        entity_type, token_number, entity_id = parsed
-        view = self.map.view(entity_type)
-        item: Item = (entity_id, message, reply, deadline, key, 0.0)
-        if view is None or not view.shards:
-            self.refuse(entity_type, item, "actor_not_found")
-        elif token_number > self.map.revision:
-            self.router.hold(entity_type, shard_of(entity_id, view.shards), [item], token_number)
-        else:
-            self.router.pass_on(entity_type, shard_of(entity_id, view.shards), [item])
-        return True
-
-    def _barrier(self, name: str, reply: ReplyTo | None) -> None:
-        parsed = parse_barrier(name)
-        if parsed is None or reply is None:
-            return
-        entity_type, token, shard = parsed
-        host = self.hosts.get(entity_type)
-        if host is not None:
-            host.barrier(token, shard, reply)
-            return
-        item: Item = ("", None, reply, None, None, 0.0)
-        if token > self.map.revision:
-            self.router.hold(entity_type, shard, [item], token)
-        else:
-            self.router.pass_on(entity_type, shard, [item])
+        """The actor system's fallback (see :class:`~taskmesh.entities.inbox.EntityInbox`)."""
+        return self.inbox.deliver(name, message, reply, deadline, key)
 
     def refuse(self, entity_type: str, item: Item, reason: str) -> None:
         """A message that cannot be delivered: a dead letter, and an ask's
@@ -499,33 +405,3 @@ def for_client(client: Client) -> Entities:
         ask_timeout=client.ask_timeout,
         ask_latency=client.ask_latency,
     )
-
-
-def check_entity_class(entity_cls: object) -> None:
-    """Refuse what cannot be hosted, with a clear error."""
-    if not (isinstance(entity_cls, type) and issubclass(entity_cls, Entity)):
-        raise ConfigError(f"node.host needs a taskmesh.Entity subclass, got {entity_cls!r}")
-    name = entity_cls.__name__
-    if not entity_cls.entity_type:
-        raise ConfigError(f"{name}.entity_type is not set (e.g. entity_type = 'device')")
-    validate_entity_type(entity_cls.entity_type)
-    validate_shards(entity_cls.shards, f"{name}.shards")
-    timeout = entity_cls.idle_timeout
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ConfigError(f"{name}.idle_timeout must be > 0 seconds or None, got {timeout!r}")
-    if entity_cls.capabilities:
-        raise ConfigError(f"{name}: entities are reached by id, not by capability")
-    if entity_cls.inline:
-        raise ConfigError(f"{name}: entities run on the event loop; inline is for threaded actors")
-    for hook in _HOOKS_FOR_RUNTIME:
-        if getattr(entity_cls, hook) is not getattr(Entity, hook):
-            raise ConfigError(f"{name} overrides {hook}: use on_activate and on_passivate")
-    if entity_cls.receive is Entity.receive:
-        raise ConfigError(f"{name} has no receive")
-    limit = entity_cls.max_concurrency
-    if not isinstance(limit, int) or limit < 1:
-        raise ConfigError(f"{name}.max_concurrency must be an int >= 1")
-    import inspect
-
-    if limit > 1 and not inspect.iscoroutinefunction(entity_cls.receive):
-        raise ConfigError(f"{name}: max_concurrency > 1 needs an async receive")

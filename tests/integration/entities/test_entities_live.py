@@ -75,7 +75,8 @@ def test_entities_activate_passivate_move_with_their_state_and_survive_a_drain_a
         first = {i: ask(client, i, {"op": "add", "seq": 0}) for i in IDS}
         assert {a["node"] for a in first.values()} == {"n1"}
         assert all(a["seen"] == [0] for a in first.values())
-        assert fleet.entities()["nodes"][0]["active"] == len(IDS)
+        # (not "active": on a loaded machine they may be idle for a second already)
+        assert fleet.entities()["nodes"][0]["activations"] == len(IDS)
 
         # Idle for a second: passivated; the next message activates them
         # afresh, with the state they saved.
@@ -93,7 +94,7 @@ def test_entities_activate_passivate_move_with_their_state_and_survive_a_drain_a
         on_n2 = sum(a["node"] == "n2" for a in moved.values())
         metrics = scrape(n2.metrics)
         assert metrics['taskmesh_entity_shards{type="device"}'] == 16
-        assert metrics['taskmesh_entities_active{type="device"}'] == on_n2
+        assert 0 <= metrics['taskmesh_entities_active{type="device"}'] <= on_n2
         assert metrics['taskmesh_entity_activations_total{type="device"}'] >= on_n2
         fleet.start("n3")
         wait_until(lambda: sorted(fleet.shards().values()) == [10, 11, 11], 30, message="3 ways")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import taskmesh
-from taskmesh.entities.service import check_entity_class
+from taskmesh.entities.entity import check_entity_class
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
