@@ -5,7 +5,10 @@
 - ``echo`` (an ordinary, threaded actor) holding the capability ``echo``;
 - ``echo-inline`` (``inline = True``) holding ``echo-inline``;
 - ``echo0`` .. ``echo3``, inline, for the n:n case;
-- ``sink``, which counts tells and answers ``"count"`` with the count.
+- ``sink``, which counts tells and answers ``"count"`` with the count;
+- ``counter``, the same with the default mailbox (10,000) and some work per
+  message (tens of microseconds): a fast producer fills it, and flow control
+  holds the producer back.
 """
 
 from __future__ import annotations
@@ -58,9 +61,18 @@ class Sink(taskmesh.Actor):
         return None
 
 
+class SlowSink(Sink):
+    """A sink that works a little for every message (a producer outruns it)."""
+
+    def receive(self, message: Any) -> Any:
+        sum(range(2000))
+        return super().receive(message)
+
+
 def setup(node: taskmesh.Node) -> None:
     node.spawn(Echo, name="echo")
     node.spawn(InlineEcho, name="echo-inline")
     for i in range(4):
         node.spawn(PlainInlineEcho, name=f"echo{i}")
     node.spawn(Sink, name="sink", mailbox_size=1_000_000)
+    node.spawn(SlowSink, name="counter")

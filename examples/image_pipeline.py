@@ -6,12 +6,16 @@ Two `taskmesh node` processes join one embedded etcd. Each runs an image
 resizer (capability ``image.resize``), and the app declares two schedules
 (every node declares them; a repeat is a no-op): a nightly report at 02:00
 and a sweep of stale thumbnails every 2 seconds. The leader fires them, and
-keeps firing them if a node dies.
+keeps firing them if a node dies. It also caps the resizers at 100 resizes
+a second, **cluster-wide** (Celery's ``rate_limit`` is per worker): every
+sender of the cluster, the workflow coordinators and this script included,
+shares one token bucket in etcd.
 
 A client then runs a **chord**: ten resizes side by side, then ``merge``
 with the list of their results, as soon as the last one arrives. The
 workflow is coordinated by a node of the cluster, not by this script: the
 script could die and fetch the outcome later with ``client.result(id)``.
+Then it sends 150 more resizes itself, which the limit paces.
 """
 
 from __future__ import annotations
@@ -70,8 +74,7 @@ def setup(node: taskmesh.Node) -> None:
     if node.node_id == "img-1":
         node.spawn(Merger, name="merger")
         node.spawn(Reports, name="reports")
-    # TODO(issue 14, item 1): cap the resizers cluster-wide once limits land:
-    # node.set_limit("image.resize", rate=100.0)
+    node.set_limit("image.resize", rate=100.0)  # every sender in the cluster together
     node.schedule("nightly-report", cron="0 2 * * *", to="reports", message={"kind": "daily"},
                   capability=True)  # fmt: skip
     node.schedule("thumbnail-sweep", every=2.0, to="reports", message={"kind": "sweep"},
@@ -127,11 +130,21 @@ def main() -> None:
                     raise SystemExit("the thumbnail sweep never fired")
                 time.sleep(0.2)  # polling the example's own actor, with a deadline
             print("thumbnail sweep: fired by the leader")
-        for line in subprocess.run(
-            [sys.executable, "-m", "taskmesh", "schedules", "--etcd", etcd, "--cluster", CLUSTER],
-            capture_output=True, text=True, check=True, cwd=ROOT,
-        ).stdout.splitlines():  # fmt: skip
-            print(line)
+            resize = client.capability("image.resize")
+            started = time.monotonic()
+            for i in range(150):
+                resize.ask({"img": f"extra-{i}.jpg", "width": 400}, timeout=10.0)
+            took = time.monotonic() - started
+            print(
+                f"150 more resizes took {took:.2f} s: 10 at once (the limit's burst), then "
+                "100 a second (its rate, cluster-wide)"
+            )
+        for command in ("schedules", "limits"):
+            for line in subprocess.run(
+                [sys.executable, "-m", "taskmesh", command, "--etcd", etcd, "--cluster", CLUSTER],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+            ).stdout.splitlines():  # fmt: skip
+                print(line)
     finally:
         for proc in reversed(nodes):  # the etcd host last
             proc.send_signal(signal.SIGTERM)

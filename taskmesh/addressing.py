@@ -12,20 +12,29 @@ is known lost, also while the ask is in flight: the transport reports it
 unreachable or suspects it (missed heartbeats), or its lease expired and it
 left the member cache. It backs off exponentially, all inside the one
 overall timeout. The key lets the receiving node answer a repeat from memory.
+
+A capability with a cluster-wide limit (``node.set_limit``) has a
+:class:`Gate` in the resolver's ``limits``; its messages pass the gate
+(see :mod:`taskmesh.platform.gate`). An unlimited one costs one dict lookup.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.actors.future import Reply
+from taskmesh.deathwatch import unwatch_named, watch_named
 from taskmesh.errors import ActorNotFound, AskTimeout, ConfigError, PeerUnreachable
 from taskmesh.ops.latency import LatencyHistogram
 
-__all__ = ["CapabilityRef", "NamedRef", "Resolver", "Target"]
+if TYPE_CHECKING:
+    from taskmesh.actors.cell import Cell
+
+__all__ = ["CapabilityRef", "Gate", "NamedRef", "Resolver", "Target"]
 
 _perf_counter = time.perf_counter
 
@@ -44,7 +53,7 @@ ask's timeout."""
 class Target(Protocol):
     """A local ``ActorRef`` or a transport ``RemoteRef``."""
 
-    def tell(self, message: Any) -> None: ...
+    def tell(self, message: Any, *, block: bool = True) -> None: ...
 
     def ask_async(
         self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None
@@ -62,12 +71,39 @@ Located = tuple[str, Target]
 """``(node id, target)``."""
 
 
+class Gate(Protocol):
+    """A cluster-wide limit on one capability, as its senders pass it
+    (:class:`taskmesh.platform.gate.CapabilityGate`); each method runs in
+    the sender's thread and raises :class:`LimitTimeout` when no token
+    came in time."""
+
+    def tell(self, message: Any) -> None: ...
+
+    async def tell_async(self, message: Any) -> None: ...
+
+    def ask(self, send: Callable[[float], Any], key: str | None, timeout: float) -> Any:
+        """Wait for leave, then ``send(seconds left)``."""
+        ...
+
+    def ask_async(self, send: Callable[[float], Reply], key: str | None, timeout: float) -> Reply:
+        """``send(seconds left)`` now or once admitted; never blocks."""
+        ...
+
+
+_NO_LIMITS: Mapping[str, Gate] = {}
+
+
 class Resolver(Protocol):
     """What named and capability refs need from a node or a client."""
 
     dead_letters: DeadLetters
     ask_timeout: float
     ask_latency: LatencyHistogram
+
+    @property
+    def limits(self) -> Mapping[str, Gate]:
+        """Gates of the limited capabilities, by capability (kept by a limiter)."""
+        ...
 
     def resolve(self, name: str) -> Located | None:
         """The node and actor holding ``name`` now, or None (caller's thread)."""
@@ -125,6 +161,8 @@ def _ask_with_retries(
     attempt = 0
     try:
         while True:
+            if lost:  # a node lost for a moment (a reset link) may serve again
+                lost = {node for node in lost if not resolver.reachable(node)}
             located = pick(frozenset(lost) if lost else _NO_NODES)
             remaining = deadline - time.monotonic()
             try:
@@ -187,14 +225,16 @@ class NamedRef:
     def __repr__(self) -> str:
         return f"<NamedRef {self.name!r}>"
 
-    def tell(self, message: Any) -> None:
+    def tell(self, message: Any, *, block: bool = True) -> None:
         """At most once; an unknown name or undeliverable message becomes a
-        dead letter."""
+        dead letter. A full mailbox, here or on another node, blocks until
+        there is room within the send timeout (then ``mailbox_full`` dead
+        letter and :class:`MailboxFull`); ``block=False`` sheds at once."""
         located = self._resolver.resolve(self.name)
         if located is None:
             self._resolver.dead_letters.record(self.name, message, "actor_not_found")
             return
-        located[1].tell(message)
+        located[1].tell(message, block=block)
 
     async def tell_async(self, message: Any) -> None:
         """``tell`` from a coroutine: waits for room in a full local mailbox
@@ -253,6 +293,14 @@ class NamedRef:
     def _what(self) -> str:
         return f"named {self.name!r}"
 
+    def _watch(self, watcher: Cell) -> None:
+        """``Actor.watch`` of the actor behind the name, on any node (the
+        watcher's thread; see taskmesh.deathwatch)."""
+        watch_named(watcher, self.name)
+
+    def _unwatch(self, watcher: Cell) -> None:
+        unwatch_named(watcher, self.name)
+
 
 class CapabilityRef:
     """Reaches an actor that holds ``capability``, picked by ``strategy``:
@@ -260,12 +308,13 @@ class CapabilityRef:
     ``key=``: the same key reaches the same actor while membership is
     stable) or ``broadcast`` (tell only: every holder)."""
 
-    __slots__ = ("_resolver", "capability", "strategy")
+    __slots__ = ("_limits", "_resolver", "capability", "strategy")
 
     def __init__(self, resolver: Resolver, capability: str, strategy: str = "round_robin") -> None:
         if strategy not in _STRATEGIES:
             raise ConfigError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
         self._resolver = resolver
+        self._limits = getattr(resolver, "limits", _NO_LIMITS)
         self.capability = capability
         self.strategy = strategy
 
@@ -277,21 +326,29 @@ class CapabilityRef:
             raise ConfigError("consistent_hash routing needs key=")
         return self._resolver.route(self.capability, self.strategy, key, lost)
 
-    def tell(self, message: Any, *, key: str | None = None) -> None:
+    def tell(self, message: Any, *, key: str | None = None, block: bool = True) -> None:
         """At most once to one holder (every holder with ``broadcast``);
-        no holder makes a ``no_route`` dead letter."""
+        no holder makes a ``no_route`` dead letter. A full mailbox blocks or
+        sheds as for ``NamedRef.tell``; a limited capability waits for a
+        token within the send timeout (then ``LimitTimeout``)."""
+        gate = self._limits.get(self.capability)
+        if gate is not None:
+            gate.tell(message)
         targets = self._targets(key)
         if not targets:
             self._resolver.dead_letters.record(self.capability, message, "no_route")
             return
         if self.strategy == "broadcast":
             for _, target in targets:
-                target.tell(message)
+                target.tell(message, block=block)
         else:
-            targets[0][1].tell(message)
+            targets[0][1].tell(message, block=block)
 
     async def tell_async(self, message: Any, *, key: str | None = None) -> None:
         """``tell`` from a coroutine (see ``NamedRef.tell_async``)."""
+        gate = self._limits.get(self.capability)
+        if gate is not None:
+            await gate.tell_async(message)
         targets = self._targets(key)
         if not targets:
             self._resolver.dead_letters.record(self.capability, message, "no_route")
@@ -307,9 +364,26 @@ class CapabilityRef:
         key: str | None = None,
         idempotency_key: str | None = None,
     ) -> Reply:
-        """Send to one holder and return a :class:`Reply` (awaitable). No retries."""
+        """Send to one holder and return a :class:`Reply` (awaitable). No
+        retries. A limited capability sends once admitted (the reply fails
+        with ``LimitTimeout`` if that takes longer than ``timeout``)."""
         if self.strategy == "broadcast":
             raise ConfigError("a broadcast has no single reply: use tell")
+        gate = self._limits.get(self.capability)
+        if gate is not None:
+            send = partial(self._ask_async, message, key=key, idempotency_key=idempotency_key)
+            return gate.ask_async(
+                send, key, self._resolver.ask_timeout if timeout is None else timeout
+            )
+        targets = self._targets(key)
+        if not targets:
+            raise ActorNotFound(f"no actor holds the capability {self.capability!r}")
+        return targets[0][1].ask_async(message, timeout=timeout, idempotency_key=idempotency_key)
+
+    def _ask_async(
+        self, message: Any, timeout: float | None, *, key: str | None, idempotency_key: str | None
+    ) -> Reply:
+        """``ask_async`` past the gate (also on the limiter's sending thread)."""
         targets = self._targets(key)
         if not targets:
             raise ActorNotFound(f"no actor holds the capability {self.capability!r}")
@@ -332,9 +406,33 @@ class CapabilityRef:
             raise ConfigError("a broadcast has no single reply: use tell")
         if key is None and self.strategy == "consistent_hash":
             key = idempotency_key
-        resolver = self._resolver
         if timeout is None:
-            timeout = resolver.ask_timeout
+            timeout = self._resolver.ask_timeout
+        gate = self._limits.get(self.capability)
+        if gate is not None:
+            send = partial(
+                self._ask, message, key=key, retries=retries, idempotency_key=idempotency_key
+            )
+            return gate.ask(send, key, timeout)
+        if not retries:  # the common case, kept free of a call more
+            targets = self._targets(key)
+            located = targets[0] if targets else None
+            return _ask_once(self._resolver, located, self._what, message, timeout, idempotency_key)
+        return self._ask(
+            message, timeout, key=key, retries=retries, idempotency_key=idempotency_key
+        )
+
+    def _ask(
+        self,
+        message: Any,
+        timeout: float,
+        *,
+        key: str | None,
+        retries: int,
+        idempotency_key: str | None,
+    ) -> Any:
+        """``ask`` past the gate."""
+        resolver = self._resolver
         if not retries:
             targets = self._targets(key)
             located = targets[0] if targets else None

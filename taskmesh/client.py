@@ -25,6 +25,7 @@ from taskmesh.entities.service import Entities, for_client
 from taskmesh.errors import ClusterError, EtcdUnavailable
 from taskmesh.locator import Locator
 from taskmesh.ops.latency import LatencyHistogram
+from taskmesh.platform.limiter import client_limiter
 from taskmesh.platform.workflows import WorkflowInfo, WorkflowService
 from taskmesh.transport import Transport
 from taskmesh.transport.security import load_keys
@@ -40,7 +41,12 @@ log = logging.getLogger("taskmesh.client")
 
 class Client:
     """See the module docstring. Thread-safe; close it when done (or use
-    ``with``). Lookups read caches fed by etcd watches."""
+    ``with``). Lookups read caches fed by etcd watches. ``ask_timeout`` is
+    the default timeout of asks; ``send_timeout`` how long a tell to a full
+    mailbox waits for room before it fails with :class:`MailboxFull`;
+    ``flow_window`` how many tells to one actor may be on their way before
+    the receiving node took them (0: no flow control; see
+    :mod:`taskmesh.transport.flow`)."""
 
     def __init__(
         self,
@@ -49,6 +55,8 @@ class Client:
         cluster: str = "default",
         keys: str | Path | None = None,
         ask_timeout: float = 5.0,
+        send_timeout: float = 10.0,
+        flow_window: int = 2048,
         max_message_size: int = 4 * 1024 * 1024,
         etcd_timeout: float = 2.0,
         start_timeout: float = 10.0,
@@ -89,6 +97,8 @@ class Client:
             max_message_size=max_message_size,
             heartbeat_interval=heartbeat_interval,
             suspect_after=suspect_after,
+            send_timeout=send_timeout,
+            window=flow_window,
         )
         self.locator = Locator(
             self._view,
@@ -102,6 +112,10 @@ class Client:
         self._workflows = WorkflowService(self.locator, self._view.client, cluster)
         self._entities: Entities | None = None
         self._entities_lock = threading.Lock()
+        # the cluster's limits bind clients too (slots under a lease of the client's own)
+        self._limiter = client_limiter(
+            self._view, self.locator, send_timeout=send_timeout, ask_timeout=ask_timeout
+        )
         self._started = False
 
     def start(self) -> Client:
@@ -109,13 +123,17 @@ class Client:
         :class:`EtcdUnavailable` if etcd does not answer in time."""
         try:
             self._view.start()
+            self._limiter.start(wait=self._start_timeout)
             self.transport.start()
             self.transport.subscribe(self.locator.on_peer_event)
-        except ClusterError as error:
+        except EtcdUnavailable as error:
             self.close()
             raise EtcdUnavailable(
                 f"cannot reach etcd at {', '.join(self._endpoints)}: {error}"
             ) from error
+        except ClusterError:  # refused credentials, TLS: their own clear words
+            self.close()
+            raise
         except BaseException:
             self.close()
             raise
@@ -127,6 +145,7 @@ class Client:
         entities, self._entities = self._entities, None
         if entities is not None:
             entities.close()
+        self._limiter.stop()
         self.transport.stop()
         self._view.stop(deregister=False)
         self._started = False
@@ -173,9 +192,11 @@ class Client:
                 entities = self._entities
         return entities.ref(entity_type, entity_id)
 
-    def tell(self, name: str, message: Any) -> None:
-        """Tell the actor ``name``; at most once."""
-        self.ref(name).tell(message)
+    def tell(self, name: str, message: Any, *, block: bool = True) -> None:
+        """Tell the actor ``name``; at most once. A full mailbox blocks until
+        there is room, within ``send_timeout``; ``block=False`` sheds at once
+        (see ``NamedRef.tell``)."""
+        self.ref(name).tell(message, block=block)
 
     def ask(
         self,

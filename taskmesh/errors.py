@@ -19,6 +19,7 @@ __all__ = [
     "InvalidMessage",
     "InvalidName",
     "LeaseLost",
+    "LimitTimeout",
     "MailboxFull",
     "MalformedFrame",
     "MessageTooLarge",
@@ -97,6 +98,16 @@ class AskTimeout(ActorError, TimeoutError):
 
     The message may or may not have been processed. Use ``retries`` with an
     ``idempotency_key`` where the effect must happen once.
+    """
+
+
+class LimitTimeout(AskTimeout):
+    """No token of the capability's cluster-wide limit (``node.set_limit``)
+    came within the ask's timeout, or the tell's send timeout.
+
+    The message was not sent (a tell's is a ``limited`` dead letter), so it
+    is safe to send again. The capability is busier than its limit allows:
+    wait longer (a larger timeout), send less, or raise the limit.
     """
 
 

@@ -20,13 +20,13 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from taskmesh.addressing import Located, Target
+from taskmesh.addressing import Gate, Located, Target
 from taskmesh.errors import ClusterError, ConfigError
 
 if TYPE_CHECKING:
     from taskmesh.actors.deadletters import DeadLetters
     from taskmesh.actors.system import ActorSystem
-    from taskmesh.cluster import ClusterMember, NameRecord
+    from taskmesh.cluster import ClusterMember, MemberEvent, NameRecord
     from taskmesh.ops.latency import LatencyHistogram
     from taskmesh.transport import Transport
 
@@ -61,6 +61,8 @@ class Locator:
         self.dead_letters = dead_letters
         self.ask_timeout = ask_timeout
         self.ask_latency = ask_latency
+        self.limits: dict[str, Gate] = {}
+        """Gates of the limited capabilities; a limiter keeps it (taskmesh.platform)."""
         self._view = view
         self._transport = transport
         self._curve = curve
@@ -75,6 +77,8 @@ class Locator:
         self._miss_budget = _MISS_LOOKUPS_PER_S
         self._miss_at = time.monotonic()
         self._miss_paused_until = 0.0
+        self._where: dict[str, tuple[str, str]] = {}  # node -> (address, incarnation) last seen
+        view.on_member_event(self._member_event)
 
     # --- Resolver --------------------------------------------------------------
 
@@ -197,13 +201,49 @@ class Locator:
 
     def on_peer_event(self, address: str, state: str) -> None:
         """Transport listener (the transport's I/O thread): route around a
-        peer that is suspect or down, and back to it once it answers."""
+        peer that is suspect or down, and back to it once it answers. Only
+        the node's current address counts: a link to where a restarted node
+        used to listen says nothing about the node now."""
         node = self._node_of.get(address)
         if node is None:
+            return
+        info = self._view.membership.get(node)
+        if info is not None and info.address != address:
             return
         if state in ("suspect", "down"):
             self._view.mark_suspect(node)
         elif state == "up":
+            self._view.clear_suspect(node)
+
+    def _member_event(self, event: MemberEvent) -> None:
+        """Members watch thread: follow a node to its new address or
+        incarnation (a restart), and forget suspicion of a node that left.
+
+        A node restarted elsewhere (a pod, any node on port 0) is routed to
+        again at once, not suspected for what its old address did. The link
+        to an old address is left alone: a process draining there (a
+        rolling update starts the new pod before the old one has finished)
+        still answers what it was asked; the transport closes links that
+        stay down.
+        """
+        info = event.member
+        node = info.node
+        if node == self._node_id:
+            return
+        before = self._where.get(node)
+        if event.kind == "leave":
+            self._where.pop(node, None)
+            self._view.clear_suspect(node)  # whoever comes back under the name starts afresh
+            return
+        now = (info.address, info.incarnation)
+        self._where[node] = now
+        if before == now:
+            return
+        if before is not None and before[0] != info.address:
+            for key in [k for k in self._refs if k[1] == before[0]]:
+                self._refs.pop(key, None)
+            self.forget()
+        if before is not None or event.kind == "join":
             self._view.clear_suspect(node)
 
     def forget(self) -> None:

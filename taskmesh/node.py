@@ -28,6 +28,7 @@ from taskmesh.actors.system import ActorSystem
 from taskmesh.addressing import CapabilityRef, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, MemberInfo
 from taskmesh.cluster.member import default_node_id
+from taskmesh.deathwatch import DeathWatch, spawn_death_watch
 from taskmesh.entities.service import Entities, for_node
 from taskmesh.errors import ConfigError, NameTaken
 from taskmesh.locator import Locator
@@ -41,7 +42,7 @@ from taskmesh.transport.security import load_keys
 
 if TYPE_CHECKING:
     from taskmesh.entities import Entity, EntityRef, StateStore
-    from taskmesh.platform import Schedule, ScheduleInfo
+    from taskmesh.platform import Limit, LimitInfo, Schedule, ScheduleInfo
 
 __all__ = ["Node"]
 
@@ -60,7 +61,11 @@ class Node:
     the bound one (a proxy, NAT, a Kubernetes service). ``heartbeat_interval``
     and ``suspect_after`` time the suspicion of silent peers; ``claim_timeout``
     bounds a named spawn's wait for etcd; ``compaction_interval`` the
-    leader's compaction of etcd history.
+    leader's compaction of etcd history. ``send_timeout`` bounds how long a
+    tell to a full mailbox (here or on another node) waits for room;
+    ``flow_window`` is how many tells to one remote actor may be on their
+    way before its node took them (0: no flow control; see
+    :mod:`taskmesh.transport.flow`).
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class Node:
         mailbox_size: int = 10_000,
         ask_timeout: float = 5.0,
         send_timeout: float = 10.0,
+        flow_window: int = 2048,
         max_message_size: int = 4 * 1024 * 1024,
         grace_period: float = 10.0,
         max_restarts: int = 3,
@@ -130,6 +136,9 @@ class Node:
             max_message_size=max_message_size,
             heartbeat_interval=heartbeat_interval,
             suspect_after=suspect_after,
+            send_timeout=send_timeout,
+            window=flow_window,
+            room=self.system.on_space,
         )
         self.embedded_etcd: EmbeddedEtcd | None = None
         self.member: ClusterMember | None = None
@@ -137,6 +146,8 @@ class Node:
         self._services: NodeServices | None = None
         self.entities: Entities | None = None
         """Sharded entities (``host``, ``entity``), once started."""
+        self.death_watch: DeathWatch | None = None
+        """Watches of actors across nodes (taskmesh.deathwatch), once started."""
         self._singletons = Singletons(self.system)
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._lock = threading.Lock()
@@ -197,6 +208,7 @@ class Node:
             self._services = NodeServices(self).start()  # scheduler, workflow coordinator
             # ops: the `_ops` actor the cluster page and `taskmesh dead-letters` ask
             spawn_introspector(self)
+            self.death_watch = spawn_death_watch(self)  # `_deathwatch`: watch across nodes
         except BaseException:
             self.stop()
             raise
@@ -249,6 +261,8 @@ class Node:
         ):
             time.sleep(0.02)  # polling the drain; there is no event for "all mailboxes empty"
         self.system.stop()
+        if services is not None:
+            services.close()  # limits: after the actors, which obey them while they drain
         self.transport.stop()
         if self.embedded_etcd is not None:
             self.embedded_etcd.stop()
@@ -399,7 +413,25 @@ class Node:
         """Every schedule with its last and next tick, from etcd."""
         return self._platform().list_schedules()
 
+    # --- limits (any thread; see taskmesh.platform.limits) -------------------
+
+    def set_limit(self, capability: str, **options: Any) -> Limit:
+        """Limit the messages to ``capability``, cluster-wide: ``rate=`` (asks
+        and tells a second, ``burst=`` tokens at once), ``concurrency=``
+        (asks in flight), ``per_key=True`` (concurrency per ``key=`` of the
+        ask). Stored in etcd; every node and client obeys it. Setting it
+        again replaces it (see docs/platform.md)."""
+        return self._platform().set_limit(capability, **options)
+
+    def remove_limit(self, capability: str) -> bool:
+        """Remove the limit on ``capability``; True if there was one."""
+        return self._platform().remove_limit(capability)
+
+    def limits(self) -> list[LimitInfo]:
+        """Every limit with its state now (tokens, slots held), from etcd."""
+        return self._platform().list_limits()
+
     def _platform(self) -> NodeServices:
         if self._services is None:
-            raise ConfigError("schedules need a running node: call start() first")
+            raise ConfigError("schedules and limits need a running node: call start() first")
         return self._services

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from taskmesh.actors.ref import ActorRef
     from taskmesh.actors.system import ActorSystem
     from taskmesh.actors.timers import Timers
+    from taskmesh.addressing import NamedRef
     from taskmesh.node import Node
 
 __all__ = ["Actor", "is_async_actor", "lifecycle_is_sync"]
@@ -154,12 +155,18 @@ class Actor:
         exit: a ``permanent`` child of a supervisor is restarted)."""
         self._context().request_exit()
 
-    def watch(self, target: ActorRef) -> None:
-        """Receive :class:`~taskmesh.Terminated` when ``target`` stops for good."""
+    def watch(self, target: ActorRef | NamedRef) -> None:
+        """Receive :class:`~taskmesh.Terminated` when ``target`` stops for good.
+
+        ``target`` may be ``self.node.ref(name)`` for an actor on any node:
+        Terminated then also comes when that node leaves or is lost, or
+        stays unreachable (see ``taskmesh.deathwatch`` for the reasons and
+        the bounds).
+        """
         target._watch(self._context())
 
-    def unwatch(self, target: ActorRef) -> None:
-        """Stop watching ``target``."""
+    def unwatch(self, target: ActorRef | NamedRef) -> None:
+        """Stop watching ``target``: no Terminated of that watch comes after."""
         target._unwatch(self._context())
 
 

@@ -97,6 +97,7 @@ class Cell(Lifecycle):
         self.alive = True
         self.ended = False
         self.generation = 0
+        self.received = 0  # user messages taken, for metrics (one writer at a time)
         self.instance: Actor | None = None
         self.thread_id = -1  # a threaded actor's own thread, once it runs
         self.inline = False

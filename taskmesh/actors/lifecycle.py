@@ -94,6 +94,7 @@ class Lifecycle:
         "max_attempts",
         "name",
         "parent",
+        "received",
         "restart",
         "spec",
         "system",

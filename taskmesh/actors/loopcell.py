@@ -217,6 +217,7 @@ class LoopCell(Cell):
                     if kind:
                         await self._control_message(kind, message, reply)
                         continue
+                    self.received += 1
                 else:
                     self._retry = None
                     message, reply, deadline, attempt = retry

@@ -14,7 +14,11 @@ class Terminated:
 
     ``reason`` is ``"stopped"`` for a normal stop, ``"failed"`` when a
     supervisor stopped it after a failure, and ``"not_found"`` when the actor
-    was already gone at the time of the watch.
+    was already gone at the time of the watch. A watch across nodes
+    (``self.watch(self.node.ref(name))``) adds ``"node_left"`` (the actor's
+    node left the cluster: it stopped, or its lease expired after it died)
+    and ``"unreachable"`` (the mesh suspected its node for too long; see
+    ``taskmesh.deathwatch``).
     """
 
     name: str

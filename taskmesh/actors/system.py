@@ -29,7 +29,7 @@ from taskmesh.actors.ref import ActorRef
 from taskmesh.actors.supervisor import Backoff, Child, Guardian, Supervisor
 from taskmesh.actors.threadcell import ThreadCell
 from taskmesh.actors.timers import Scheduler
-from taskmesh.errors import ActorNotFound, ConfigError, MailboxFull, NameTaken
+from taskmesh.errors import ActorNotFound, ConfigError, NameTaken
 
 if TYPE_CHECKING:
     from taskmesh.node import Node
@@ -245,45 +245,47 @@ class ActorSystem:
         reply: ReplyTo | None,
         deadline: float | None,
         idempotency_key: str | None = None,
-    ) -> None:
+    ) -> bool | None:
         """Queue a message that arrived from elsewhere; runs on the transport's
         I/O thread, the only caller (an inline actor's counters rely on it).
 
         Never blocks, except that an idle inline actor handles the message
-        here and now (:attr:`Actor.inline`). For an ask (``reply`` set) raises :class:`ActorNotFound`
-        or :class:`MailboxFull`; a tell that cannot be queued becomes a dead
-        letter. An ask with an ``idempotency_key`` seen recently for this
-        actor is answered from memory (see :mod:`taskmesh.actors.idempotency`).
+        here and now (:attr:`Actor.inline`). Returns False, having taken
+        nothing, when the mailbox is full: the transport keeps the message
+        and slows its sender down until :meth:`on_space` says there is room
+        (see :mod:`taskmesh.transport.flow`). For an ask (``reply`` set) to
+        no such actor raises :class:`ActorNotFound`; such a tell becomes a
+        dead letter. An ask with an ``idempotency_key`` seen recently for
+        this actor is answered from memory (see
+        :mod:`taskmesh.actors.idempotency`).
         """
         cell = self._cells.get(name)
         if cell is None or not cell.alive:
             fallback = self.fallback_deliver
             if fallback is not None and fallback(name, message, reply, deadline, idempotency_key):
-                return
+                return None
             if reply is not None:
                 raise ActorNotFound(f"no actor named {name!r}")
             self.dead_letters.record(name, message, "actor_not_found")
-            return
+            return None
         mailbox = cell.mailbox
         if mailbox.qsize() >= mailbox.capacity:
-            if reply is not None:
-                raise MailboxFull(f"mailbox of {name!r} is full ({mailbox.capacity} messages)")
-            self.dead_letters.record(name, message, "mailbox_full")
-            return
+            return False  # the transport keeps it and pushes back on its sender
         if idempotency_key is not None and reply is not None:
             reply = self.idempotency.admit(name, idempotency_key, reply)
             if reply is None:
-                return  # a repeat: answered from memory, or waits for the first
+                return None  # a repeat: answered from memory, or waits for the first
         if cell.inline:
             inline = cast(ThreadCell, cell)
             if inline.try_inline(message, reply, deadline):
-                return
+                return None
             inline.io_queued += 1
             mailbox.put((REMOTE, message, reply, deadline))
         else:
             mailbox.put((0, message, reply, deadline))
         if not cell.alive:  # raced the actor's end (mypy assumes it cannot change)
             cell.drain_dead()  # type: ignore[unreachable]
+        return None
 
     def on_space(self, name: str, callback: Callable[[], None]) -> bool:
         """Call ``callback()`` once the mailbox of ``name`` has drained to
@@ -295,6 +297,11 @@ class ActorSystem:
         if cell is None or not cell.alive:
             return False
         return cell.mailbox.on_space(callback)
+
+    def message_counts(self) -> dict[str, int]:
+        """User messages each live actor has taken so far (any thread; for
+        metrics: the count is kept by the actor's own thread)."""
+        return {name: cell.received for name, cell in list(self._cells.items()) if cell.alive}
 
     def mailbox_depths(self) -> dict[str, int]:
         """Queued user messages per live actor."""

@@ -111,6 +111,7 @@ class ThreadCell(Cell, pykka.ThreadingActor):
                 self._expired(message, reply)
                 return True
             try:
+                self.received += 1
                 result = self._receive(message)
             except Exception as exc:
                 self._message_failed(message, reply, deadline, 1, exc)
@@ -167,6 +168,7 @@ class ThreadCell(Cell, pykka.ThreadingActor):
                         self._control(kind, message, reply)
                         continue
                     self._io_taken += 1
+                self.received += 1
             else:
                 self._retry = None
                 message, reply, deadline, attempt = retry

@@ -80,6 +80,8 @@ def connected(
         cluster=settings.cluster,
         keys=settings.keys,
         ask_timeout=settings.ask_timeout,
+        send_timeout=settings.send_timeout,
+        flow_window=settings.flow_window,
         max_message_size=settings.max_message_size,
         start_timeout=CONNECT_TIMEOUT,
         etcd_user=settings.etcd_user,

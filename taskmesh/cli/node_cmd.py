@@ -248,6 +248,7 @@ def _serve(settings: Settings, apps: list[Callable[[Node], Any]], signals: StopS
         etcd_cert=settings.etcd_cert,
         etcd_key=settings.etcd_key,
         send_timeout=settings.send_timeout,
+        flow_window=settings.flow_window,
         claim_timeout=settings.claim_timeout,
         compaction_interval=settings.compaction_interval,
         heartbeat_interval=settings.heartbeat_interval,

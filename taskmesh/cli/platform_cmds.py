@@ -1,7 +1,9 @@
-"""Platform commands: ``schedules``, ``schedule add|remove`` and ``workflows``.
+"""Platform commands: ``schedules``, ``schedule add|remove``, ``workflows``,
+``limits`` and ``limit``.
 
 They read and write etcd directly (no transport, no lease): a schedule is a
-record in etcd, which the leader picks up through its watch.
+record in etcd, which the leader picks up through its watch, and a limit
+one that every node and client watches.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from taskmesh.cli.app import (
 )
 from taskmesh.cluster.etcd import EtcdClient
 from taskmesh.errors import ConfigError
+from taskmesh.platform.limits import Limit, LimitStore
 from taskmesh.platform.records import PlatformKeys
 from taskmesh.platform.schedules import Schedule, ScheduleStore
 from taskmesh.platform.workflow_store import WorkflowStore
@@ -153,3 +156,76 @@ def workflows(
         row["error"] = row["error"] or "-"
     columns = ["id", "status", "progress", "node", "created", "finished", "error"]
     typer.echo(table(rows, columns))
+
+
+@app.command()
+def limits(
+    as_json: JsonOpt = False,
+    cluster: ClusterOpt = None,
+    etcd: EtcdOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """List the cluster-wide limits and their state."""
+    with etcd_of(cluster, etcd, config) as (client, keys):
+        rows = [info.to_json() for info in LimitStore(client, keys).infos()]
+    if as_json:
+        typer.echo(to_json(rows))
+        return
+    for row in rows:
+        row["rate"] = "-" if row["rate"] is None else f"{row['rate']:g}/s"
+        row["burst"] = "-" if row["burst"] is None else f"{row['burst']:g}"
+        row["tokens"] = "-" if row["tokens"] is None else f"{row['tokens']:g}"
+        concurrency = row["concurrency"]
+        per = " per key" if row["per_key"] else ""
+        row["concurrency"] = "-" if concurrency is None else f"{concurrency}{per}"
+        row["held"] = "-" if concurrency is None else row["held"]
+    columns = ["capability", "rate", "burst", "tokens", "concurrency", "held", "holders"]
+    typer.echo(table(rows, columns))
+
+
+@app.command()
+def limit(
+    capability: Annotated[
+        str, typer.Argument(help="The capability to limit.", metavar="CAP", show_default=False)
+    ],
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Asks and tells a second, cluster-wide.", metavar="R", show_default=False
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Asks in flight, cluster-wide.", metavar="C", show_default=False),
+    ] = None,
+    burst: Annotated[
+        float | None,
+        typer.Option(
+            help="Tokens the rate may spend at once.  [default: a tenth of a second's]",
+            metavar="TOKENS",
+            show_default=False,
+        ),
+    ] = None,
+    per_key: Annotated[
+        bool, typer.Option("--per-key", help="Count --concurrency per key= of the ask.")
+    ] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Remove the limit.")] = False,
+    cluster: ClusterOpt = None,
+    etcd: EtcdOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Set, replace or --remove a capability's limit."""
+    if remove and (rate is not None or concurrency is not None or burst is not None or per_key):
+        raise ConfigError("--remove takes no --rate, --concurrency, --burst or --per-key")
+    wanted = None
+    if not remove:  # a bad limit is refused before etcd is asked
+        wanted = Limit(capability, rate=rate, concurrency=concurrency, burst=burst, per_key=per_key)
+    with etcd_of(cluster, etcd, config) as (client, keys):
+        store = LimitStore(client, keys)
+        if wanted is None:
+            if not store.remove(capability):
+                raise ConfigError(f"no limit on {capability!r}")
+            typer.echo(f"limit on {capability} removed")
+            return
+        store.put(wanted)
+    typer.echo(f"limit on {wanted.capability}: {wanted.describe()}")

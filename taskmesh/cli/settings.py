@@ -77,6 +77,9 @@ class Settings:
     """Seconds a tell to a full mailbox (here or on another node) waits for room
     before the message is a ``mailbox_full`` dead letter and ``tell`` raises."""
     max_message_size: int = 4 * 1024 * 1024
+    flow_window: int = 2048
+    """Tells to one remote actor that may be on their way before its node took
+    them; then the sender waits for credit (0: no flow control)."""
     claim_timeout: float = 15.0
     """Seconds a named spawn waits for a lease (etcd away) before it fails."""
     compaction_interval: float = 300.0
@@ -123,6 +126,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+        if self.flow_window < 0:
+            raise ConfigError(f"flow_window: must be >= 0, got {self.flow_window!r}")
         for name in ("mailbox_size", "max_message_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)!r}")

@@ -228,18 +228,39 @@ class ClusterMember:
         return self
 
     def _wait_registered(self, timeout: float) -> None:
-        """Wait for the first lease and registration; fail at once if our node
-        name belongs to another live node."""
+        """Wait for the first lease and registration. If our node name is held
+        by another incarnation, wait until that holder's lease would have
+        expired (its granted TTL, plus a second): a node killed a moment ago
+        and restarted (a pod, a crash loop) gets its name back once the dead
+        process's lease lapses, while a live holder, which renews its lease,
+        makes us fail with `NodeNameTaken`."""
         end = time.monotonic() + timeout
+        grace_until: float | None = None
         while True:
             try:
                 self.lease.wait_acquired(min(0.25, max(0.0, end - time.monotonic())))
                 return
             except EtcdUnavailable:
-                if self.membership.conflict is not None:
-                    raise self.membership.conflict from None
-                if time.monotonic() >= end:
+                conflict = self.membership.conflict
+                now = time.monotonic()
+                if conflict is not None:
+                    if grace_until is None:
+                        grace_until = now + self._holder_ttl() + 1.0
+                        end = max(end, grace_until)
+                    if now >= grace_until:
+                        raise conflict from None
+                    continue
+                if now >= end:
                     raise
+
+    def _holder_ttl(self) -> float:
+        """The granted TTL of the lease holding our name (ours if unknown)."""
+        lease = self.membership.conflict_lease
+        try:
+            granted = self.client.granted_ttl(lease) if lease else -1
+        except ClusterError:  # etcd away: assume our own TTL
+            granted = -1
+        return float(granted if granted > 0 else self.settings.lease_ttl)
 
     def stop(self, *, deregister: bool = True) -> None:
         """Leave: stop singletons, revoke the lease (deleting our keys), stop watching."""

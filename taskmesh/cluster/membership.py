@@ -143,6 +143,8 @@ class Membership:
         self.on_missing: Callable[[], None] = lambda: None
         """Called (watch thread) when this node's member record vanished from etcd."""
         self.conflict: NodeNameTaken | None = None
+        self.conflict_lease = 0
+        """The lease holding our name when ``conflict`` was last seen."""
         """Set while another live node holds this node's name."""
         self._lock = threading.Lock()
         self._view: dict[str, MemberInfo] = {}
@@ -220,8 +222,9 @@ class Membership:
                     "pick another --name, or stop that node first"
                 )
                 if self.conflict is None:
-                    _log.error("%s", error)
+                    _log.info("%s; waiting to see whether its lease is renewed", error)
                 self.conflict = error
+                self.conflict_lease = held.lease
                 raise error
             moved = self._client.txn(
                 [Compare(key, "mod", "==", held.mod_revision)], [Put(key, me, lease)]

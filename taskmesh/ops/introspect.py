@@ -36,9 +36,10 @@ __all__ = [
 ]
 
 OPS_ACTOR = "_ops"
-RUNTIME_ACTORS = frozenset({OPS_ACTOR, "_workflows"})
-"""Actors the runtime runs on every node (this one and the workflow
-coordinator): left out of what the page and the metrics count as actors."""
+RUNTIME_ACTORS = frozenset({OPS_ACTOR, "_workflows", "_deathwatch"})
+"""Actors the runtime runs on every node (this one, the workflow
+coordinator, the death watch): left out of what the page and the metrics
+count as actors."""
 """The local name of every node's introspection actor."""
 
 SAMPLE_INTERVAL = 1.0

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["DEAD_LETTER_REASONS", "NodeCollector"]
 
 DEAD_LETTER_REASONS: tuple[str, ...] = (
-    "actor_not_found", "actor_stopped", "deliver_failed", "expired", "mailbox_full",
+    "actor_not_found", "actor_stopped", "deliver_failed", "expired", "limited", "mailbox_full",
     "misfired", "no_route", "peer_unreachable", "poison", "queue_full", "reply_queue_full",
     "reply_undeliverable", "too_large", "unhandled",
 )  # fmt: skip
@@ -70,10 +70,27 @@ class NodeCollector(Collector):
         histogram = node.ask_latency
         yield HistogramMetricFamily(
             "taskmesh_ask_latency_seconds",
-            "Latency of asks sent through node refs and capability refs.",
+            "Latency of the asks this node sent (node.ref, node.capability, actors' asks).",
             buckets=histogram.cumulative(),
             sum_value=histogram.total,
         )
+        handling = node.transport.handling
+        if handling is not None:
+            yield HistogramMetricFamily(
+                "taskmesh_handling_seconds",
+                "Asks from other nodes served here: from arrival to answer (queue and receive).",
+                buckets=handling.cumulative(),
+                sum_value=handling.total,
+            )
+        taken = CounterMetricFamily(
+            "taskmesh_actor_messages",
+            "Messages each named actor of this node has taken (generated names left out).",
+            labels=["actor"],
+        )
+        for actor, count in sorted(node.system.message_counts().items()):
+            if not actor.startswith("_"):
+                taken.add_metric([actor], count)
+        yield taken
         depths = node.system.mailbox_depths()
         for name in RUNTIME_ACTORS:  # the runtime's own actors
             depths.pop(name, None)
@@ -93,16 +110,25 @@ class NodeCollector(Collector):
         yield backlog
         yield _gauge("actors", "Live actors on this node.", len(depths))
 
-        peers = transport.get("peers", {})
+        members = node.members()
+        others = [m for m in members if m != node.node_id]
         yield _gauge(
-            "peers", "Peers with a live link.", sum(1 for s in peers.values() if s == "up")
-        )
-        yield _gauge(
-            "suspect_peers", "Peers that stopped answering heartbeats.",
-            sum(1 for s in peers.values() if s == "suspect"),
+            "peers", "Other live members this node does not suspect (it can reach them).",
+            sum(1 for m in others if node.reachable(m)),
         )  # fmt: skip
+        links = transport.get("peers", {})
+        yield _gauge(
+            "suspect_peers", "Connections to peers that stopped answering heartbeats.",
+            sum(1 for s in links.values() if s == "suspect"),
+        )  # fmt: skip
+        by_state = GaugeMetricFamily(
+            "taskmesh_links", "This node's connections to peers, by state.", labels=["state"]
+        )
+        for state in ("connecting", "up", "suspect", "down"):
+            by_state.add_metric([state], sum(1 for s in links.values() if s == state))
+        yield by_state
         yield _gauge("asks_pending", "Remote asks waiting for a reply.", transport["asks_pending"])
-        yield _gauge("members", "Live members of the cluster.", len(node.members()))
+        yield _gauge("members", "Live members of the cluster.", len(members))
         yield _gauge("leader", "1 if this node leads the cluster.", 1 if node.is_leader else 0)
         yield _gauge("ready", "1 once registered in etcd and serving.", 1 if node.ready() else 0)
         member = node.member

@@ -15,6 +15,7 @@ from typing import Any
 from taskmesh.actors.future import Reply
 from taskmesh.errors import ActorNotFound, AskTimeout, MailboxFull, PeerUnreachable, RemoteError
 
+from .admission import Grant
 from .canvas import Step
 from .progress import StepResult
 
@@ -35,7 +36,8 @@ def backoff(failures: int) -> float:
 @dataclass(eq=False)
 class StepAttempt:
     """A step being asked: its message and key, its deadline (monotonic),
-    the current try's number, node and reply, and the nodes found lost."""
+    the current try's number, node and reply, the nodes found lost, and its
+    leave from a limit."""
 
     message: Any
     key: str
@@ -45,6 +47,10 @@ class StepAttempt:
     node: str | None = None
     reply: Reply | None = None
     lost: set[str] = field(default_factory=set)
+    grant: Grant | None = None
+    """Its leave from its capability's limit, held until it is settled."""
+    admitting: bool = False
+    """Waiting for that leave."""
 
 
 def timed_out(step: Step) -> StepResult:

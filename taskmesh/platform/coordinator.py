@@ -17,7 +17,11 @@ workflow; from then on that coordinator drives it:
 - capability steps are routed by ``consistent_hash`` on their key, so a
   repeat (after a retry or an adoption) reaches the same holder, whose
   idempotency memory answers it without running it again, while that
-  holder lives.
+  holder lives;
+- a step to a limited capability (``node.set_limit``) waits for its leave
+  (a token, a slot) as a message too: the limiter tells the coordinator
+  when it comes. The slot is held until the step is settled, across its
+  retries.
 
 When a coordinating node dies, its claims expire with its lease; every
 other node's coordinator hears of it (a watch on the claims) and one of
@@ -49,13 +53,16 @@ from taskmesh.errors import (
     ConfigError,
     InvalidMessage,
     LeaseLost,
+    LimitTimeout,
     MessageTooLarge,
     PeerUnreachable,
     TaskmeshError,
 )
 
+from .admission import Grant
 from .attempts import RETRYABLE, StepAttempt, backoff, error_record, timed_out
 from .canvas import Step, compose, from_record
+from .gate import CapabilityGate
 from .progress import Progress, StepResult
 from .workflow_store import Claimed, WorkflowStore
 
@@ -83,6 +90,8 @@ class CoordinatorContext:
     locate: Callable[[Step, frozenset[str], str], Located | None]
     """Where to ask ``step`` now, avoiding the lost nodes, for its key."""
     reachable: Callable[[str], bool]
+    gate: Callable[[str], CapabilityGate | None] = lambda capability: None
+    """The gate of a limited capability, or None."""
 
 
 # --- messages to itself (local only: they cannot come from the network) ----
@@ -94,6 +103,13 @@ class _Answer:
     number: int
     attempt: int
     reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    workflow: str
+    number: int
+    grant: Grant | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +166,8 @@ class Coordinator(Actor):
     def receive(self, message: Any) -> Any:
         if isinstance(message, _Answer):
             self._guarded(message.workflow, lambda: self._answer(message))
+        elif isinstance(message, _Admitted):
+            self._guarded(message.workflow, lambda: self._admitted(message))
         elif isinstance(message, _Retry):
             self._guarded(message.workflow, lambda: self._retry(message))
         elif isinstance(message, _Sweep):
@@ -250,8 +268,9 @@ class Coordinator(Actor):
     def _forget(self, workflow_id: str) -> None:
         run = self.runs.pop(workflow_id, None)
         if run is not None:
-            for number in run.steps:
+            for number, state in run.steps.items():
                 self.timers.cancel(("retry", workflow_id, number))
+                _release(state)
 
     # --- driving --------------------------------------------------------------
 
@@ -285,6 +304,8 @@ class Coordinator(Actor):
     def _attempt(self, run: _Run, number: int) -> None:
         state = run.steps[number]
         step = run.progress.steps[number]
+        if step.capability and state.grant is None and not self._admit(run, number, state, step):
+            return
         state.attempt += 1
         state.node, state.reply = None, None
         remaining = state.deadline - time.monotonic()
@@ -309,6 +330,48 @@ class Coordinator(Actor):
         reply.add_done_callback(lambda done: me.tell(_Answer(workflow_id, number, attempt, done)))
         if not self.timers.is_active("sweep"):
             self.timers.start_periodic("sweep", _Sweep(), _SWEEP)
+
+    def _admit(self, run: _Run, number: int, state: StepAttempt, step: Step) -> bool:
+        """Take the step's leave from its capability's limit, if it has one;
+        False while it waits (an `_Admitted` message follows) or failed."""
+        if state.admitting:
+            return False
+        gate = self.ctx.gate(step.target)
+        if gate is None:
+            return True
+        me, workflow_id = self.ref, run.id
+
+        def came(grant: Grant | None) -> None:  # the limiter's thread
+            me.tell(_Admitted(workflow_id, number, grant))
+
+        try:
+            grant = gate.admit(None, state.deadline, came)
+        except ConfigError as error:  # a per-key limit: a step has no key
+            self._settle(run, number, StepResult(False, error=error_record(error)))
+            return False
+        if grant is None:
+            state.admitting = True
+            return False
+        state.grant = grant
+        return True
+
+    def _admitted(self, message: _Admitted) -> None:
+        run = self.runs.get(message.workflow)
+        state = run.steps.get(message.number) if run else None
+        if run is None or state is None or message.number in run.results:
+            if message.grant is not None:
+                message.grant.release()
+            return
+        state.admitting = False
+        if message.grant is None:
+            step = run.progress.steps[message.number]
+            error = LimitTimeout(
+                f"step {step.target!r} got no token of its limit within {step.timeout:g} s"
+            )
+            self._settle(run, message.number, StepResult(False, error=error_record(error)))
+            return
+        state.grant = message.grant
+        self._attempt(run, message.number)
 
     def _retry_later(self, run: _Run, number: int, error: TaskmeshError) -> None:
         state = run.steps[number]
@@ -397,7 +460,9 @@ class Coordinator(Actor):
         run.status = status
         run.results[number] = result
         self.timers.cancel(("retry", run.id, number))
-        run.steps.pop(number, None)
+        state = run.steps.pop(number, None)
+        if state is not None:
+            _release(state)
         self._advance(run)
 
     def _finish(
@@ -424,3 +489,10 @@ class Coordinator(Actor):
         if kept:
             log.info("workflow %s %s", run.id, outcome["status"])
         self._forget(run.id)
+
+
+def _release(state: StepAttempt) -> None:
+    """Free the step's slot of its capability's limit, if it holds one."""
+    grant, state.grant = state.grant, None
+    if grant is not None:
+        grant.release()

@@ -10,6 +10,12 @@ Under the cluster's root (``/taskmesh/<cluster>/``, see
                                      finished ones under a retention lease
     workflow-steps/<id>/<index>      one step's result or error, no lease
     workflow-claims/<id>             the coordinating node, under its lease
+    limits/<capability>              a cluster-wide limit's definition, no lease
+    limit-buckets/<capability>       its rate's token bucket, no lease
+    limit-slots/<capability>/<gate>/ its concurrency slots: ``v`` (a version,
+                                     no lease), ``h/<holder>`` (slots held)
+                                     and ``w/<holder>`` (waiting), under the
+                                     holder's lease
 
 Records are msgpack maps (messages and results are msgpack values, bytes
 included), so JSON cannot hold them. etcd refuses a request above
@@ -20,13 +26,14 @@ included), so JSON cannot hold them. etcd refuses a request above
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import msgpack
 
 from taskmesh.cluster.keys import ClusterKeys
 from taskmesh.errors import InvalidMessage, MessageTooLarge
 
-__all__ = ["MAX_RECORD", "PlatformKeys", "decode", "encode"]
+__all__ = ["MAX_RECORD", "PlatformKeys", "decode", "encode", "gate_id"]
 
 MAX_RECORD = 1024 * 1024
 """Bytes one record may take: below etcd's default request limit of 1.5 MiB,
@@ -57,6 +64,12 @@ def decode(raw: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def gate_id(key: str | None) -> str:
+    """A concurrency gate's part of its etcd keys: ``_`` for the capability's
+    own gate, ``=<key, percent-quoted>`` for one key of a per-key limit."""
+    return "_" if key is None else "=" + quote(key, safe="")
+
+
 class PlatformKeys:
     """Key names of the platform's records for one cluster."""
 
@@ -69,6 +82,9 @@ class PlatformKeys:
         self.statuses = root + "workflow-status/"
         self.steps_root = root + "workflow-steps/"
         self.claims = root + "workflow-claims/"
+        self.limits = root + "limits/"
+        self.buckets = root + "limit-buckets/"
+        self.slots = root + "limit-slots/"
 
     def schedule(self, name: str) -> str:
         return self.schedules + name
@@ -91,6 +107,17 @@ class PlatformKeys:
 
     def claim(self, workflow_id: str) -> str:
         return self.claims + workflow_id
+
+    def limit(self, capability: str) -> str:
+        return self.limits + capability
+
+    def bucket(self, capability: str) -> str:
+        return self.buckets + capability
+
+    def slot_gate(self, capability: str, key: str | None) -> str:
+        """The prefix of one concurrency gate's keys (ends with ``/``): the
+        capability's own (``_``), or one ``key=`` of a per-key limit."""
+        return f"{self.slots}{capability}/{gate_id(key)}/"
 
     @staticmethod
     def tail(prefix: str, key: str) -> str:

@@ -1,4 +1,4 @@
-"""The platform's part of a node: its scheduler and its workflow coordinator.
+"""The platform's part of a node: its limiter, scheduler and workflow coordinator.
 
 `NodeServices` is started by ``Node.start`` once the node is registered,
 and stopped by ``Node.stop`` before the node leaves the cluster (so its
@@ -17,6 +17,9 @@ from taskmesh.errors import ConfigError
 
 from .canvas import Step
 from .coordinator import Adopt, Coordinator, CoordinatorContext, Drop, Rescan
+from .gate import CapabilityGate
+from .limiter import Limiter
+from .limits import Limit, LimitInfo
 from .records import PlatformKeys
 from .scheduler import Scheduler
 from .schedules import Schedule, ScheduleInfo, ScheduleStore
@@ -47,6 +50,17 @@ class NodeServices:
         self.keys = PlatformKeys(node.cluster_name)
         self.schedules = ScheduleStore(member.client, self.keys)
         self.workflows = WorkflowStore(member.client, self.keys, keep=keep_results)
+        self.limiter = Limiter(
+            client=member.client,
+            keys=self.keys,
+            holder=node.node_id,
+            lease=member.lease,
+            own_lease=False,
+            dead_letters=node.dead_letters,
+            send_timeout=node.system.send_timeout,
+            ask_timeout=node.ask_timeout,
+            gates=locator.limits,
+        )
         self.scheduler = Scheduler(
             client=member.client,
             keys=self.keys,
@@ -63,15 +77,17 @@ class NodeServices:
         )
 
     def start(self) -> NodeServices:
-        """Spawn the coordinator, watch claims, start the scheduler (the
-        caller's thread, from ``Node.start``)."""
+        """Read the limits, spawn the coordinator, watch claims, start the
+        scheduler (the caller's thread, from ``Node.start``)."""
         member = self._member
+        self.limiter.start(wait=member.settings.start_timeout)
         context = CoordinatorContext(
             node=self._node.node_id,
             store=self.workflows,
             lease=member.lease.require,
             locate=self._locate,
             reachable=self._locator.reachable,
+            gate=self._gate,
         )
         self._coordinator = self._node.system.spawn(
             Coordinator, context, name=COORDINATOR, mailbox_size=100_000
@@ -95,6 +111,11 @@ class NodeServices:
         if coordinator is not None:
             coordinator.stop(timeout=5.0)
 
+    def close(self) -> None:
+        """Stop the limiter, once the node's actors have stopped (they obey
+        the limits while they drain)."""
+        self.limiter.stop()
+
     # --- schedules (caller's thread) ----------------------------------------
 
     def schedule(self, name: str, **options: Any) -> Schedule:
@@ -106,7 +127,22 @@ class NodeServices:
     def list_schedules(self) -> list[ScheduleInfo]:
         return self.schedules.infos()
 
+    # --- limits (caller's thread) ---------------------------------------------
+
+    def set_limit(self, capability: str, **options: Any) -> Limit:
+        return self.limiter.store.put(Limit(capability=capability, **options))
+
+    def remove_limit(self, capability: str) -> bool:
+        return self.limiter.store.remove(capability)
+
+    def list_limits(self) -> list[LimitInfo]:
+        return self.limiter.store.infos()
+
     # --- hooks ----------------------------------------------------------------
+
+    def _gate(self, capability: str) -> CapabilityGate | None:
+        """The coordinator's thread: the gate of a limited capability."""
+        return self.limiter.gates.get(capability)
 
     def _tell(self, message: Any) -> None:
         coordinator = self._coordinator

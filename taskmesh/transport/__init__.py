@@ -23,7 +23,7 @@ states and suspicion live in ``liveness``; CURVE keys in ``security``.
 
 from __future__ import annotations
 
-from taskmesh.transport.inbound import Deliver
+from taskmesh.transport.flow import Deliver, Room
 from taskmesh.transport.outbox import DeadLetterSink, PeerListener
 from taskmesh.transport.ref import RemoteRef
 from taskmesh.transport.security import CurveKeys, keygen, load_public_key
@@ -35,6 +35,7 @@ __all__ = [
     "Deliver",
     "PeerListener",
     "RemoteRef",
+    "Room",
     "Transport",
     "keygen",
     "load_public_key",

@@ -42,6 +42,7 @@ from taskmesh.errors import (
 
 __all__ = [
     "ASK",
+    "CREDIT",
     "FAIL",
     "KINDS",
     "PING",
@@ -66,7 +67,10 @@ REPLY: Final = 3
 FAIL: Final = 4
 PING: Final = 5
 PONG: Final = 6
-KINDS: Final = frozenset({TELL, ASK, REPLY, FAIL, PING, PONG})
+CREDIT: Final = 7
+"""``[CREDIT, actor, n, None, None]``: the receiver took ``n`` more tells for
+``actor`` from this sender (see :mod:`taskmesh.transport.flow`)."""
+KINDS: Final = frozenset({TELL, ASK, REPLY, FAIL, PING, PONG, CREDIT})
 
 # Error codes carried by a FAIL envelope: [code, type_name, message, traceback].
 _REMOTE: Final = 0

@@ -17,10 +17,11 @@ import msgpack
 import zmq
 
 from taskmesh.actors.future import Reply, ReplyTo
-from taskmesh.errors import ActorNotFound, AskTimeout, MailboxFull, MalformedFrame
+from taskmesh.errors import AskTimeout, MalformedFrame
 from taskmesh.transport.counters import RateLimitedLog, Tally
 from taskmesh.transport.envelope import (
     ASK,
+    CREDIT,
     FAIL,
     PING,
     PONG,
@@ -34,24 +35,19 @@ from taskmesh.transport.envelope import (
 from taskmesh.transport.router import InboundReply, Router
 
 if TYPE_CHECKING:
+    from taskmesh.transport.flow import Inflow
     from taskmesh.transport.link import Link
     from taskmesh.transport.outbox import Outbox
 
-__all__ = ["Answered", "Deliver", "Inbound", "hand_over"]
+__all__ = ["Answered", "Inbound", "hand_over"]
 
 _EVENTS: Final = int(zmq.EVENTS)
 _POLLIN: Final = int(zmq.POLLIN)
 _POLLOUT: Final = int(zmq.POLLOUT)
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _RCVMORE: Final = int(zmq.RCVMORE)
-_READ_BUDGET: Final = 512  # frames read from one socket before looking at others
-
-Deliver = Callable[..., None]
-"""``deliver(target, message, reply, deadline[, idempotency_key])``: hand an
-inbound message to the local actors. Runs on the I/O thread; must only
-enqueue, never block. Raises ActorNotFound or MailboxFull for an ask
-(``reply`` not None); for a tell it records dead letters itself. The fifth
-argument is passed only for an ask sent with an idempotency key."""
+_READ_BUDGET: Final = 512  # frames read from a link before looking at others
+_ROUTER_BUDGET: Final = 2  # frames read from the router before its answers and credits go out
 
 Answered = list[tuple[Reply, list[Any]]]
 """Answers read but not yet handed to their askers: ``(future, envelope)``."""
@@ -73,13 +69,13 @@ class Inbound:
     def __init__(
         self,
         outbox: Outbox,
-        deliver: Deliver,
+        inflow: Inflow,
         *,
         max_message_size: int,
         limited: RateLimitedLog,
     ) -> None:
         self.outbox = outbox
-        self.deliver = deliver
+        self.inflow = inflow
         self.max_message_size = max_message_size
         self.limited = limited
         self.pong = encode_envelope(PONG, None, 0, None, None, 1 << 10)
@@ -110,7 +106,7 @@ class Inbound:
         # Poll said readable; ask EVENTS before each further read instead of
         # reading until zmq.Again (a raised exception costs more), and read
         # the parts one by one (recv_multipart's flag enums cost more too).
-        for _ in range(_READ_BUDGET):
+        for _ in range(_ROUTER_BUDGET):
             try:
                 identity = recv(_NOBLOCK)
             except zmq.Again:
@@ -135,7 +131,7 @@ class Inbound:
             return
         if len(data) > self.max_message_size and self._too_long(tally, data, frame):
             return
-        deliver = self.deliver
+        tell = self.inflow.tell
         sender = frame[1]
         delivered = 0
         for i in range(2, len(frame)):
@@ -154,12 +150,7 @@ class Inbound:
             kind = env[0]
             if kind == TELL:
                 delivered += 1
-                try:
-                    deliver(env[1], env[4], None, None)
-                except Exception as exc:
-                    self.outbox.dead_letter(
-                        f"{sender}/{env[1]}", env[4], "deliver_failed", repr(exc)
-                    )
+                tell(router, identity, sender, env[1], env[4])
             elif kind == ASK:
                 delivered += self._ask(router, identity, sender, env, None)
             else:
@@ -187,16 +178,7 @@ class Inbound:
                 return 1
             deadline = self.outbox.clock() + ms / 1000.0
         reply: ReplyTo = InboundReply(router, identity, cid)
-        try:
-            if key is None:
-                self.deliver(env[1], env[4], reply, deadline)
-            else:
-                self.deliver(env[1], env[4], reply, deadline, key)
-        except (ActorNotFound, MailboxFull) as exc:
-            router.queue.append((identity, self._failure(cid, exc), 1))
-        except Exception as exc:
-            self.limited.warning("deliver", "deliver failed for an ask: %r", exc)
-            router.queue.append((identity, self._failure(cid, exc), 1))
+        self.inflow.ask(router, identity, sender, env[1], env[4], reply, deadline, key)
         return 1
 
     def _too_long(self, tally: Tally, data: bytes, frame: list[Any]) -> bool:
@@ -255,6 +237,12 @@ class Inbound:
             elif kind == PONG:
                 if link.unanswered:
                     link.unanswered -= 1
+            elif kind == CREDIT:
+                target, n = env[1], env[2]
+                if type(target) is str and type(n) is int and n > 0:
+                    link.add_credit(target, n)
+                else:
+                    self._malformed(tally, "bad credit")
             else:
                 self._malformed(tally, f"unexpected envelope kind {kind!r} on a link")
         return found

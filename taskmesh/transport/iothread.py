@@ -38,14 +38,16 @@ from taskmesh.actors.future import forbid_waiting
 from taskmesh.errors import PeerUnreachable
 from taskmesh.transport.counters import Counters, RateLimitedLog
 from taskmesh.transport.envelope import frame_prefix
-from taskmesh.transport.inbound import Answered, Deliver, Inbound, hand_over
-from taskmesh.transport.link import CONNECTING, DOWN, UP, Link
+from taskmesh.transport.flow import Inflow
+from taskmesh.transport.inbound import Answered, Inbound, hand_over
+from taskmesh.transport.link import Link
+from taskmesh.transport.links import Links
 from taskmesh.transport.liveness import Liveness
-from taskmesh.transport.outbound import BATCH_BYTES, fail_queued, flush
+from taskmesh.transport.outbound import BATCH_BYTES
 from taskmesh.transport.outbox import Outbox, Waker
 from taskmesh.transport.router import Router
 from taskmesh.transport.security import Authenticator
-from taskmesh.transport.sockets import SocketOptions, bind_router, open_dealer
+from taskmesh.transport.sockets import SocketOptions, bind_router
 
 __all__ = ["IOThread"]
 
@@ -60,7 +62,7 @@ class IOThread:
     def __init__(
         self,
         outbox: Outbox,
-        deliver: Deliver,
+        inflow: Inflow,
         options: SocketOptions,
         *,
         listen: str | None,
@@ -68,6 +70,7 @@ class IOThread:
         max_message_size: int,
         heartbeat_interval: float,
         suspect_after: float,
+        stale_after: float,
         counters: Counters,
         clock: Callable[[], float],
     ) -> None:
@@ -84,23 +87,24 @@ class IOThread:
         self.prefix = b""  # every frame's ``version, sender`` header, once bound
         self.batch_bytes = min(BATCH_BYTES, max_message_size)
         self.limited = RateLimitedLog(log, clock=clock)
+        self.inflow = inflow
         self.inbound = Inbound(
-            outbox, deliver, max_message_size=max_message_size, limited=self.limited
+            outbox, inflow, max_message_size=max_message_size, limited=self.limited
         )
         self.answered: Answered = []  # answers read, not yet handed over
         self.liveness = Liveness(
             outbox, self.inbound, counters, self.answered,
-            suspect_after=suspect_after, limited=self.limited, clock=clock,
+            suspect_after=suspect_after, stale_after=stale_after, limited=self.limited,
+            clock=clock,
         )  # fmt: skip
         self.router: Router | None = None
         self.context: zmq.Context[zmq.Socket[bytes]] | None = None
         self.authenticator: Authenticator | None = None
         self.poller = zmq.Poller()
-        self.links: list[Link] = []
-        self.by_fd: dict[int, Link] = {}
-        self.by_monitor: dict[zmq.Socket[bytes], Link] = {}
-        self.parked: set[Link] = set()  # fd readable while a sync asker held the socket
-        self.blocked: set[Link] = set()  # a send was refused: retried every millisecond
+        self.links = Links(
+            outbox, self.inbound, self.liveness, counters, self.answered, self.poller,
+            options, self.batch_bytes,
+        )  # fmt: skip
         self.waker = Waker()
         outbox.waker = self.waker
 
@@ -112,34 +116,16 @@ class IOThread:
         if keys is not None:
             self.authenticator = Authenticator(self.context, keys)
         if self.listen is None:
-            self.prefix = frame_prefix(self.advertise or "")
+            self.prefix = self.links.prefix = frame_prefix(self.advertise or "")
             return
         router, self.bound = bind_router(self.context, self.options, self.listen)
-        self.prefix = frame_prefix(self.advertise or self.bound)
+        self.prefix = self.links.prefix = frame_prefix(self.advertise or self.bound)
         self.router = Router(
             self.outbox, router, self.prefix,
             max_message_size=self.inbound.max_message_size,
             batch_bytes=self.batch_bytes, limited=self.limited,
         )  # fmt: skip
         self.poller.register(self.router.fd, _POLLIN)
-
-    def _open(self, link: Link) -> None:
-        assert self.context is not None
-        sock, monitor = open_dealer(self.context, self.options, link.server_key)
-        fd = sock.getsockopt(zmq.FD)
-        assert isinstance(fd, int)
-        with link.lock:
-            link.socket = sock
-            link.monitor = monitor
-            link.fd = fd
-        self.links.append(link)
-        self.by_fd[fd] = link
-        self.by_monitor[monitor] = link
-        self.poller.register(monitor, _POLLIN)
-        try:
-            sock.connect(link.address)
-        except zmq.ZMQError as exc:
-            self.liveness.down(link, f"cannot connect: {exc}")
 
     # --- the loop -----------------------------------------------------------------
 
@@ -173,7 +159,8 @@ class IOThread:
         router = self.router
         router_fd = router.fd if router is not None else -2
         waker = self.waker
-        by_fd = self.by_fd
+        links = self.links
+        by_fd = links.by_fd
         ready = outbox.ready
         answered = self.answered
         interval = self.heartbeat_interval
@@ -185,23 +172,28 @@ class IOThread:
             if outbox.stopping:
                 return
             while outbox.new_links:
-                self._open(outbox.new_links.popleft())
+                assert self.context is not None
+                links.open(outbox.new_links.popleft(), self.context)
+            while outbox.forgotten:
+                links.forget(outbox.forgotten.popleft())
             while outbox.attention:
-                self._attend(outbox.attention.popleft())
+                links.attend(outbox.attention.popleft())
             while ready:
                 link = ready.popleft()
                 link.scheduled = False
-                self._send(link)
+                links.send(link)
             if answered:
                 hand_over(answered)
             if (
                 ready
                 or outbox.attention
                 or outbox.new_links
+                or outbox.forgotten
+                or self.inflow.roomy
                 or (router is not None and (router.queue or router.unread))
             ):
                 timeout = 0
-            elif self.parked or self.blocked or (router is not None and router.backlog):
+            elif links.parked or links.blocked or (router is not None and router.backlog):
                 timeout = 1
             else:
                 timeout = max(0, int((next_tick - clock()) * 1000) + 1)
@@ -219,30 +211,33 @@ class IOThread:
                 elif type(polled) is int:
                     readable = by_fd.get(polled)
                     if readable is not None:
-                        self._readable(readable)
+                        links.readable(readable)
                 else:
-                    found = self.by_monitor.get(polled)
+                    found = links.by_monitor.get(polled)
                     if found is not None:
                         self.liveness.read_monitor(found)
-            if router is not None and (router.unread or router.queue or router.backlog):
+            if router is not None and (
+                router.unread or router.queue or router.backlog or self.inflow.roomy
+            ):
                 self._serve_router(router)
             if answered:
                 hand_over(answered)
-            if self.parked:
-                for link in list(self.parked):
-                    self._attend(link, wait=False)
-            if self.blocked:
-                for link in list(self.blocked):
-                    self._send(link)
+            if links.parked or links.blocked:
+                links.retry()
             now = clock()
             if now >= next_tick:
-                self.liveness.tick(self.links, now)
+                self.liveness.tick(links.links, now)
+                if router is not None:
+                    with router.lock:
+                        self.inflow.tick(router)
                 if self.authenticator is not None:
                     self.authenticator.reload()
                 next_tick = now + interval
 
     def _serve_router(self, router: Router) -> None:
         with router.lock:
+            if self.inflow.roomy:
+                self.inflow.unpark(router)
             if router.unread:
                 router.unread = False
                 if router.socket is not None and self.inbound.read_router(router):
@@ -257,82 +252,6 @@ class IOThread:
                 if router.socket is not None and router.has_input():
                     router.unread = True
 
-    def _send(self, link: Link) -> None:
-        """Send what ``link`` has queued, unless a sync asker holds its
-        socket (it sends the queue and schedules the link again if need
-        be), and fail it if the link is down."""
-        state = link.state
-        if state == CONNECTING:
-            return  # Liveness.up schedules it
-        if state == DOWN:
-            with link.lock:
-                fail_queued(link, self.outbox)
-            self.blocked.discard(link)
-            return
-        if not link.lock.acquire(False):
-            return
-        try:
-            if link.socket is not None:
-                flush(link, self.prefix, self.batch_bytes)
-                if link.polled and self.inbound.service(link, self.answered):
-                    # A send may consume the fd's signal: look at what came.
-                    self.outbox.attention.append(link)
-                self._watch(link)
-        finally:
-            link.lock.release()
-
-    def _readable(self, link: Link) -> None:
-        """The link's fd is readable: read it, unless a sync asker holds the
-        socket; then park the fd (out of the poll) and look again in a
-        millisecond."""
-        if not link.lock.acquire(False):
-            if link.polled:
-                self.poller.unregister(link.fd)
-                link.polled = False
-            self.parked.add(link)
-            return
-        try:
-            if link.socket is not None:
-                if self.inbound.service(link, self.answered):
-                    self.outbox.attention.append(link)  # more to read: next turn
-                self._watch(link)
-        finally:
-            link.lock.release()
-
-    def _attend(self, link: Link, *, wait: bool = True) -> None:
-        """Look at a link a sync asker left with answers due (``wait`` for
-        it to let go), or a parked one (not while it is held): watch its fd
-        if need be and read what it holds."""
-        if not link.lock.acquire(wait):
-            return
-        try:
-            self.parked.discard(link)
-            if link.socket is not None:
-                if self.inbound.service(link, self.answered):
-                    self.outbox.attention.append(link)  # more to read: next turn
-                self._watch(link)
-        finally:
-            link.lock.release()
-
-    def _watch(self, link: Link) -> None:
-        """Poll the link's fd exactly while someone must read it; the caller
-        holds ``link.lock``. Registering reads what is already there, since
-        the fd's signal may have been consumed while it was not polled."""
-        if link.needs_reader():
-            if link.blocked or link.carry is not None:
-                self.blocked.add(link)
-            else:
-                self.blocked.discard(link)
-            if not link.polled and link.state != DOWN:
-                self.poller.register(link.fd, _POLLIN)
-                link.polled = True
-                self.inbound.service(link, self.answered)
-        else:
-            self.blocked.discard(link)
-            if link.polled:
-                self.poller.unregister(link.fd)
-                link.polled = False
-
     # --- shutdown -----------------------------------------------------------------
 
     def _shutdown(self) -> None:
@@ -342,20 +261,7 @@ class IOThread:
         if router is not None and router.queue:
             with router.lock:
                 router.send_queued()
-        live = set()
-        for link in self.links:
-            with link.lock:
-                if link.state == UP and link.socket is not None:
-                    live.add(link)
-                    flush(link, self.prefix, self.batch_bytes)
-                link.reason = link.reason or "transport stopped"
-                fail_queued(link, outbox)
-            link.state = DOWN
-        while outbox.new_links:
-            link = outbox.new_links.popleft()
-            link.state = DOWN
-            link.reason = "transport stopped"
-            fail_queued(link, outbox)
+        live = self.links.shut()
         outbox.fail_all(PeerUnreachable("transport stopped"))
         hand_over(self.answered)
         self._close(live)
@@ -363,14 +269,7 @@ class IOThread:
     def _close(self, live: set[Link]) -> None:
         # Links that were up get ``linger`` to put what was sent on the wire.
         linger = int(self.options.linger * 1000)
-        for link in self.links:
-            with link.lock:  # a sync asker finds None and leaves it alone
-                sock, link.socket = link.socket, None
-            if sock is not None:
-                sock.disable_monitor()
-                sock.close(linger if link in live else 0)
-            if link.monitor is not None:
-                link.monitor.close(0)
+        self.links.close(live, linger)
         if self.router is not None:
             # Answers sent just now (to asks drained at a stop) are still in
             # ZeroMQ's queue: linger, or they are dropped unsent.

@@ -17,6 +17,7 @@ makes sure the I/O thread watches the socket (``Outbox.attention``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import zmq
@@ -40,6 +41,7 @@ def lead(
     hold: float,
     prefix: bytes,
     batch_bytes: int,
+    until: Callable[[], bool] | None = None,
 ) -> bool:
     """Send ``link``'s queue (ending with the caller's ask ``cid``) and wait
     up to ``hold`` s for its answer on the socket, in the asking thread.
@@ -47,6 +49,11 @@ def lead(
     Returns False, having sent nothing, when the link is not up or its
     socket is busy: the caller then has the I/O thread send the queue.
     True once the queue was sent; the answer, if it came, is handed over.
+
+    With ``until`` (and ``cid`` 0), it waits for that instead: a tell out of
+    credit sends what waits and reads the peer's credit itself, rather than
+    wait for the I/O thread, which a busy producing thread holds off the
+    GIL for up to the switch interval (5 ms) at a time.
     """
     if link.state != UP or link.blocked or outbox.stopping:
         return False
@@ -66,6 +73,8 @@ def lead(
             while True:
                 left = end - outbox.clock()
                 if left <= 0 or link.state != UP:
+                    break
+                if until is not None and until():
                     break
                 if _zmq_poll(items, max(1, int(left * 1000))) and read(link, answered, cid):
                     break

@@ -42,6 +42,7 @@ class Liveness:
         answered: Answered,
         *,
         suspect_after: float,
+        stale_after: float,
         limited: RateLimitedLog,
         clock: Callable[[], float],
     ) -> None:
@@ -50,6 +51,7 @@ class Liveness:
         self.counters = counters
         self.answered = answered
         self.suspect_after = suspect_after
+        self.stale_after = stale_after
         self.limited = limited
         self.clock = clock
         self.ping = encode_envelope(PING, None, 0, None, None, 1 << 10)
@@ -97,9 +99,12 @@ class Liveness:
             link.blocked = False
             link.unanswered = 0  # answers sent before a reconnect will not come
             link.seen = False
+            if was == DOWN:
+                link.reset_credit()  # a new connection (maybe a new process) counts afresh
         link.state = UP
         link.reason = ""
         link.last_seen = self.clock()
+        link.down_since = 0.0
         if was == DOWN:
             counters.peers_down -= 1
         log.info("link to %s is up", link.address)
@@ -114,6 +119,7 @@ class Liveness:
         if was == DOWN:
             return
         link.state = DOWN
+        link.down_since = self.clock()
         counters.peers_down += 1
         if link.suspect:
             link.suspect = False
@@ -121,6 +127,7 @@ class Liveness:
         with link.lock:
             link.blocked = False
             fail_queued(link, self.outbox)
+        link.credit.set()  # senders waiting for credit see the link down
         self.outbox.fail_asks(link, self.outbox.unreachable(link))
         if was == UP:
             log.warning("link to %s is down: %s", link.address, reason)
@@ -129,6 +136,17 @@ class Liveness:
                 "down:" + link.address, "cannot reach %s: %s", link.address, reason
             )
         self.emit(link.address, DOWN)
+
+    def _retire(self, link: Link) -> None:
+        """Close a link that has been down for ``stale_after`` seconds with
+        nothing queued: its peer left (or moved) for good, and reconnecting
+        costs every second. A later ref to the address opens a fresh link."""
+        outbox = self.outbox
+        with outbox.links_lock:
+            if outbox.links.get(link.address) is link:
+                del outbox.links[link.address]
+        link.down_since = 0.0
+        outbox.forgotten.append(link)
 
     def tick(self, links: list[Link], now: float) -> None:
         """Heartbeats, suspicion, and asks past their deadline.
@@ -141,6 +159,13 @@ class Liveness:
         outbox = self.outbox
         for link in links:
             if link.state != UP:
+                if (
+                    link.state == DOWN
+                    and link.down_since
+                    and now - link.down_since > self.stale_after
+                    and not link.queue
+                ):
+                    self._retire(link)
                 continue
             if link.seen:
                 link.seen = False

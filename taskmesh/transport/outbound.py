@@ -13,7 +13,7 @@ import msgpack
 import zmq
 
 from taskmesh.errors import MalformedFrame
-from taskmesh.transport.envelope import ASK, PING, decode_frame, join_frame
+from taskmesh.transport.envelope import ASK, PING, TELL, decode_frame, join_frame
 from taskmesh.transport.link import Link
 from taskmesh.transport.outbox import Outbox
 
@@ -31,8 +31,9 @@ def flush(link: Link, prefix: bytes, batch_bytes: int) -> None:
 
     A frame the socket refuses (its high-water mark) is kept as
     ``link.carry`` and the link marked ``blocked``: the I/O thread retries
-    it. Asks and pings sent are counted in ``link.unanswered`` (the byte
-    after an envelope's array header is its kind).
+    it. Asks and pings sent are counted in ``link.unanswered``, tells in
+    ``link.credit_due`` (the byte after an envelope's array header is its
+    kind).
     """
     sock = link.socket
     assert sock is not None
@@ -49,20 +50,26 @@ def flush(link: Link, prefix: bytes, batch_bytes: int) -> None:
             kind = data[1]
             asks = 1 if kind == ASK else 0
             pings = 1 if kind == PING else 0
-            while queue and size < batch_bytes and len(batch) < _BATCH_COUNT:
+            tells = 1 if kind == TELL else 0
+            most = link.batch_count
+            while queue and size < batch_bytes and len(batch) < most:
                 data = queue[0]
                 if size + len(data) > batch_bytes:
                     break
                 batch.append(queue.popleft())
                 size += len(data)
                 kind = data[1]
-                if kind == ASK:
+                if kind == TELL:
+                    tells += 1
+                elif kind == ASK:
                     asks += 1
                 elif kind == PING:
                     pings += 1
             frame = join_frame(prefix, batch)
             link.carry_count = len(batch) - pings
             link.unanswered += asks + pings
+            if link.window:
+                link.credit_due += tells
         try:
             sock.send(frame, _NOBLOCK, copy=len(frame) < _COPY_THRESHOLD)
         except zmq.Again:

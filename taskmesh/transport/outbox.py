@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from taskmesh.actors.future import Reply
+from taskmesh.actors.future import Reply, no_waiting_on
 from taskmesh.errors import AskTimeout, ConfigError, PeerUnreachable
 from taskmesh.transport.envelope import ASK, TELL, decode_envelope
 from taskmesh.transport.link import DOWN, Link
@@ -92,11 +92,13 @@ class Outbox:
         send_timeout: float,
         clock: Callable[[], float],
         dead_letters: DeadLetterSink,
+        window: int = 0,
     ) -> None:
         if max_queue < 1:
             raise ConfigError("max_queue must be at least 1")
         self.max_queue = max_queue
         self.send_timeout = send_timeout
+        self.window = window
         self.clock = clock
         self.dead_letters = dead_letters
         # Written under ``links_lock`` by senders; read by anyone.
@@ -106,6 +108,7 @@ class Outbox:
         self.new_links: deque[Link] = deque()  # links whose socket must be opened
         self.ready: deque[Link] = deque()  # links with queued envelopes
         self.attention: deque[Link] = deque()  # links a sync asker left with answers due
+        self.forgotten: deque[Link] = deque()  # links to close: down too long (Liveness)
         # Added by askers; popped by whoever reads the answer, expires or fails it.
         self.pending: dict[int, Pending] = {}
         self.listeners: list[PeerListener] = []
@@ -137,7 +140,7 @@ class Outbox:
         with self.links_lock:
             link = self.links.get(address)
             if link is None:
-                link = Link(address, server_key)
+                link = Link(address, server_key, self.window)
                 self.links[address] = link
                 self.new_links.append(link)
                 self.wake()
@@ -169,8 +172,8 @@ class Outbox:
         return True
 
     def _wait_for_space(self, link: Link) -> bool:
-        if get_ident() == self.io_thread:
-            return False  # an inline actor: only this thread could make room
+        if no_waiting_on(get_ident()) is not None:
+            return False  # the I/O thread (only it could make room) or an event loop
         deadline = self.clock() + self.send_timeout
         while len(link.queue) >= self.max_queue:
             remaining = deadline - self.clock()

@@ -30,13 +30,22 @@ class RemoteRef:
         """The peer's transport address."""
         return self._link.address
 
-    def tell(self, message: Any) -> None:
-        """Send without waiting (at most once).
+    def tell(self, message: Any, *, block: bool = True) -> None:
+        """Send (at most once); returns once the message is queued.
 
-        Raises InvalidMessage or MessageTooLarge at once; a message that
-        cannot be delivered later becomes a dead letter.
+        Raises InvalidMessage or MessageTooLarge at once. When the actor's
+        mailbox on the other node is full, the peer grants no more credit
+        and this waits for room within the send timeout, then records a
+        ``mailbox_full`` dead letter and raises MailboxFull; ``block=False``
+        records the dead letter at once instead. A message that cannot be
+        delivered later becomes a dead letter.
         """
-        self._sender.tell(self._link, self.name, message)
+        self._sender.tell(self._link, self.name, message, block)
+
+    async def tell_async(self, message: Any) -> None:
+        """:meth:`tell` from a coroutine: waiting for room suspends the
+        coroutine, not the event loop."""
+        await self._sender.tell_async(self._link, self.name, message)
 
     def ask(
         self, message: Any, *, timeout: float | None = None, idempotency_key: str | None = None

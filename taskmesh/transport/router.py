@@ -11,12 +11,14 @@ socket without the lock.
 
 from __future__ import annotations
 
+import time
 from _thread import allocate_lock
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 import zmq
 
+from taskmesh.ops.latency import LatencyHistogram
 from taskmesh.transport.counters import RateLimitedLog, Tally
 from taskmesh.transport.envelope import (
     REPLY,
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InboundReply", "Router"]
 
+_perf_counter = time.perf_counter
 _EVENTS: Final = int(zmq.EVENTS)
 _POLLIN: Final = int(zmq.POLLIN)
 _NOBLOCK: Final = int(zmq.NOBLOCK)
@@ -77,6 +80,7 @@ class Router:
         self.backlog: dict[bytes, deque[tuple[bytes, int]]] = {}
         self.unread = False  # a replier's send left input unread: the I/O thread reads
         self.tally = Tally()
+        self.handling = LatencyHistogram()  # remote asks: arrival to answer (any thread)
 
     # --- any thread ------------------------------------------------------------
 
@@ -220,22 +224,25 @@ class InboundReply:
 
     ``set``/``fail`` run on the answering actor's thread (or the I/O thread
     for an inline actor): they encode the answer there, keeping that work
-    off the I/O thread, and hand it to :meth:`Router.reply`.
+    off the I/O thread, and hand it to :meth:`Router.reply`. The time from
+    the ask's arrival to its answer goes into ``Router.handling``.
     """
 
-    __slots__ = ("_cid", "_done", "_identity", "_router")
+    __slots__ = ("_at", "_cid", "_done", "_identity", "_router")
 
     def __init__(self, router: Router, identity: bytes, cid: int) -> None:
         self._router = router
         self._identity = identity
         self._cid = cid
         self._done = False
+        self._at = _perf_counter()
 
     def set(self, value: Any) -> None:
         if self._done:
             return
         self._done = True
         router = self._router
+        router.handling.observe(_perf_counter() - self._at)
         try:
             data = encode_envelope(REPLY, None, self._cid, None, value, router.max_message_size)
         except Exception as exc:  # InvalidMessage, MessageTooLarge
@@ -247,4 +254,5 @@ class InboundReply:
             return
         self._done = True
         router = self._router
+        router.handling.observe(_perf_counter() - self._at)
         router.reply(self._identity, encode_failure(self._cid, exc, router.max_message_size))

@@ -8,11 +8,14 @@ and sends itself (:func:`~taskmesh.transport.lead.lead`).
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import itertools
 from _thread import get_ident
 from typing import Any
 
-from taskmesh.actors.future import Reply
-from taskmesh.errors import ActorError, AskTimeout, PeerUnreachable
+from taskmesh.actors.future import Reply, no_waiting_on
+from taskmesh.errors import ActorError, AskTimeout, MailboxFull, PeerUnreachable
 from taskmesh.transport.envelope import ASK, TELL, encode_envelope
 from taskmesh.transport.iothread import IOThread
 from taskmesh.transport.lead import lead
@@ -22,6 +25,7 @@ from taskmesh.transport.outbox import Outbox
 __all__ = ["Sender"]
 
 _INF = float("inf")
+_CREDIT_HOLD = 0.002  # s a tell out of credit may hold the link's socket, waiting for it
 
 
 class Sender:
@@ -38,15 +42,100 @@ class Sender:
         self._max = max_message_size
         self.hold = hold
 
-    def tell(self, link: Link, target: str, message: Any) -> None:
-        """Queue a tell; a message that cannot be queued is a dead letter."""
+    def tell(self, link: Link, target: str, message: Any, block: bool = True) -> None:
+        """Queue a tell; a message that cannot be queued is a dead letter.
+
+        With flow control on (``link.window``), a tell beyond the credit the
+        peer granted for ``target`` waits for more, within the send timeout;
+        then it is a ``mailbox_full`` dead letter and :class:`MailboxFull`
+        is raised. ``block=False``, or a thread that must never wait (the
+        I/O thread, an event loop), makes it a dead letter at once instead.
+        """
         outbox = self._outbox
         data = encode_envelope(TELL, target, 0, None, message, self._max)
         if link.state == DOWN or outbox.stopping:
             outbox.dead_letter(f"{link.address}/{target}", message, "peer_unreachable", link.reason)
-        elif not outbox.enqueue(link, data):
+            return
+        if link.window:
+            tickets = link.tickets.get(target)
+            if tickets is None:
+                tickets = link.tickets.setdefault(target, itertools.count())
+            ticket = next(tickets)
+            if ticket >= link.granted.get(target, link.window) and not self._wait_credit(
+                link, target, message, ticket, block
+            ):
+                return
+        if not outbox.enqueue(link, data):
             reason = "peer_unreachable" if link.state == DOWN else "queue_full"
             outbox.dead_letter(f"{link.address}/{target}", message, reason, link.reason)
+
+    async def tell_async(self, link: Link, target: str, message: Any) -> None:
+        """:meth:`tell` from a coroutine: a wait for credit runs on a worker
+        thread, so the event loop goes on meanwhile (the common case, credit
+        at hand, costs nothing more than a tell)."""
+        outbox = self._outbox
+        data = encode_envelope(TELL, target, 0, None, message, self._max)
+        if link.state == DOWN or outbox.stopping:
+            outbox.dead_letter(f"{link.address}/{target}", message, "peer_unreachable", link.reason)
+            return
+        if link.window:
+            ticket = next(link.tickets.setdefault(target, itertools.count()))
+            if ticket >= link.granted.get(target, link.window):
+                loop = asyncio.get_running_loop()
+                wait = functools.partial(self._wait_credit, link, target, message, ticket, True)
+                if not await loop.run_in_executor(None, wait):
+                    return
+        if not outbox.enqueue(link, data):
+            reason = "peer_unreachable" if link.state == DOWN else "queue_full"
+            outbox.dead_letter(f"{link.address}/{target}", message, reason, link.reason)
+
+    def _wait_credit(self, link: Link, target: str, message: Any, ticket: int, block: bool) -> bool:
+        """Wait until the peer's credit covers ``ticket``; False once the
+        message was refused (dead letter; raises MailboxFull when the caller
+        blocked in vain)."""
+        outbox = self._outbox
+        where = f"{link.address}/{target}"
+        never = no_waiting_on(get_ident())
+        epoch = link.epoch
+        if block and never is None:
+            deadline = outbox.clock() + outbox.send_timeout
+            credit = link.credit
+            io = self._io
+            window = link.window
+
+            def covered() -> bool:
+                return ticket < link.granted.get(target, window) or link.epoch != epoch
+
+            while True:
+                if link.epoch != epoch:  # the counts started afresh: a new ticket
+                    epoch = link.epoch
+                    ticket = next(link.tickets.setdefault(target, itertools.count()))
+                if ticket < link.granted.get(target, window):
+                    return True
+                if link.state == DOWN or outbox.stopping:
+                    outbox.dead_letter(where, message, "peer_unreachable", link.reason)
+                    return False
+                left = deadline - outbox.clock()
+                if left <= 0:
+                    break
+                # Send what waits and read the credit ourselves if the socket
+                # is free (see lead); else wait for the I/O thread to read it.
+                if lead(outbox, io.inbound, link, 0, min(left, _CREDIT_HOLD), io.prefix,
+                        io.batch_bytes, covered):  # fmt: skip
+                    continue
+                credit.clear()
+                if not covered():
+                    credit.wait(min(left, _CREDIT_HOLD))
+            error = f"no room in the mailbox of {where} within {outbox.send_timeout:g} s"
+        else:
+            error = f"the mailbox of {where} is full" + (f" ({never} never waits)" if never else "")
+        with link.lock:  # give the ticket back: this tell never goes out
+            if link.epoch == epoch:
+                link.granted[target] = link.granted.get(target, link.window) + 1
+        outbox.dead_letter(where, message, "mailbox_full", error)
+        if block:
+            raise MailboxFull(error)
+        return False
 
     def ask(
         self, link: Link, target: str, message: Any, timeout: float | None, key: str | None
@@ -98,10 +187,11 @@ class Sender:
         self, link: Link, target: str, message: Any, timeout: float | None, key: str | None
     ) -> tuple[int, Reply]:
         outbox = self._outbox
-        if get_ident() == outbox.io_thread:
+        never = no_waiting_on(get_ident())
+        if never is not None:  # checked before anything is sent
             raise ActorError(
-                "cannot ask synchronously on the transport's I/O thread: an inline "
-                "actor must not block; use tell or ask_async"
+                f"cannot ask synchronously on {never}: it must never block; "
+                "use tell, or await ask_async"
             )
         cid, reply = self._ask(link, target, message, timeout, key, False)
         io = self._io

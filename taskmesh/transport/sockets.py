@@ -22,7 +22,7 @@ import zmq
 from taskmesh.errors import TransportError
 from taskmesh.transport.security import CurveKeys
 
-__all__ = ["SocketOptions", "bind_router", "open_dealer"]
+__all__ = ["Context", "SocketOptions", "bind_router", "open_dealer"]
 
 _HEADER_SLACK: Final = 4096  # frame header: array head, version, sender address
 _MONITOR_EVENTS: Final = (

@@ -9,8 +9,9 @@ from typing import Any
 
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.errors import ActorNotFound, ConfigError, TransportError
+from taskmesh.ops.latency import LatencyHistogram
 from taskmesh.transport.counters import Counters, Tally
-from taskmesh.transport.inbound import Deliver
+from taskmesh.transport.flow import Deliver, Inflow, Room
 from taskmesh.transport.iothread import IOThread
 from taskmesh.transport.link import DOWN
 from taskmesh.transport.outbox import DeadLetterSink, Outbox, PeerListener
@@ -40,9 +41,15 @@ class Transport:
     message; every node of a mesh should use the same value. ``max_queue``
     bounds the messages waiting for one peer; a sender finding it full
     waits up to ``send_timeout`` seconds, then the message is a dead letter
-    (tell) or :class:`PeerUnreachable` (ask). A peer that answers no
-    heartbeat (sent every ``heartbeat_interval`` s) for ``suspect_after`` s
-    is reported ``suspect`` to :meth:`subscribe` listeners.
+    (tell) or :class:`PeerUnreachable` (ask). ``window`` is how many tells
+    to one actor may be on their way before the receiving node has taken
+    them (flow control, see :mod:`~taskmesh.transport.flow`; 0 turns it
+    off); ``room`` tells the transport when a full mailbox here has room
+    again (``ActorSystem.on_space``). A peer that answers no heartbeat
+    (sent every ``heartbeat_interval`` s) for ``suspect_after`` s is
+    reported ``suspect`` to :meth:`subscribe` listeners; a link down for
+    ``stale_after`` s with nothing queued is closed (its peer left or moved;
+    a later ref opens a fresh one).
     """
 
     def __init__(
@@ -59,9 +66,12 @@ class Transport:
         heartbeat_interval: float = 0.2,
         suspect_after: float = 0.9,
         connect_timeout: float = 1.0,
+        stale_after: float = 60.0,
         high_water_mark: int = 1000,
         linger: float = 1.0,
         lead_hold: float = _LEAD_HOLD,
+        window: int = 2048,
+        room: Room | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_message_size < 64:
@@ -73,19 +83,25 @@ class Transport:
         self.max_message_size = max_message_size
         self.address = ""
         self.counters = Counters()
+        if window < 0:
+            raise ConfigError("window must be >= 0 (0: no flow control)")
         self._outbox = Outbox(
             max_queue=max_queue, send_timeout=send_timeout, clock=clock,
-            dead_letters=self.dead_letters,
+            dead_letters=self.dead_letters, window=window,
+        )  # fmt: skip
+        inflow = Inflow(
+            self._outbox, deliver or _no_actors, room,
+            max_parked=max_queue, max_message_size=max_message_size,
         )  # fmt: skip
         options = SocketOptions(
             keys=keys, max_message_size=max_message_size, high_water_mark=high_water_mark,
             connect_timeout=connect_timeout, linger=linger,
         )  # fmt: skip
         self._io = IOThread(
-            self._outbox, deliver or _no_actors, options,
+            self._outbox, inflow, options,
             listen=listen, advertise=advertise, max_message_size=max_message_size,
             heartbeat_interval=heartbeat_interval, suspect_after=suspect_after,
-            counters=self.counters, clock=clock,
+            stale_after=stale_after, counters=self.counters, clock=clock,
         )  # fmt: skip
         self._sender = Sender(
             self._outbox, self._io, max_message_size=max_message_size, hold=lead_hold
@@ -172,6 +188,13 @@ class Transport:
             if time.monotonic() >= deadline or self._thread is None or outbox.stopping:
                 return False
             time.sleep(0.001)
+
+    @property
+    def handling(self) -> LatencyHistogram | None:
+        """Seconds from a remote ask's arrival here to its answer (queueing
+        and handling), or None for a transport that listens to nobody."""
+        router = self._io.router
+        return router.handling if router is not None else None
 
     def snapshot(self) -> dict[str, Any]:
         """Counters as a plain dict, plus pending asks and peer states."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import taskmesh
 from taskmesh.node import Node
+from tests.integration.node.apps import Gate, Gated
 
 
 class Counter(taskmesh.Actor):
@@ -71,3 +73,45 @@ class Spawner(taskmesh.Actor):
 def spawner(node: Node) -> None:
     """A `Spawner` named ``spawner-<node>``."""
     node.spawn(Spawner, name=f"spawner-{node.node_id}")
+
+
+class Sink(taskmesh.Actor):
+    """Records the ``seq`` of every tell; ``"seen"`` answers them as sorted
+    ``[first, last]`` runs (short, however long the run was)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def receive(self, message: Any) -> Any:
+        if message == "seen":
+            runs: list[list[int]] = []
+            for seq in sorted(set(self.seen)):
+                if runs and runs[-1][1] == seq - 1:
+                    runs[-1][1] = seq
+                else:
+                    runs.append([seq, seq])
+            return runs
+        self.seen.append(int(message["seq"]))
+        return None
+
+
+class Ledger(Counter):
+    """A `Counter` that also answers ``"twice"`` with the keys it applied more
+    than once (the chaos run looks for them)."""
+
+    def receive(self, message: Any) -> Any:
+        if message == "twice":
+            return {key: n for key, n in self.applied.items() if n > 1}
+        return super().receive(message)
+
+
+def chaos(node: Node) -> None:
+    """The chaos run's actors: ``ledger-<node>`` (capability ``counter``),
+    ``sink-<node>``, ``gated-<node>`` (mailbox 200) and ``gate-<node>``."""
+    gate = threading.Event()
+    gate.set()
+    node.spawn(Ledger, name=f"ledger-{node.node_id}")
+    node.spawn(Sink, name=f"sink-{node.node_id}")
+    node.spawn(Gated, gate, name=f"gated-{node.node_id}", mailbox_size=200)
+    node.spawn(Gate, gate, name=f"gate-{node.node_id}")

@@ -367,6 +367,11 @@ class EtcdClient:
         """Seconds left on the lease; -1 when it does not exist."""
         return int(self._call(lambda c: c.get_lease_info(lease)).TTL)
 
+    def granted_ttl(self, lease: int) -> int:
+        """The TTL the lease was granted with; -1 when it does not exist."""
+        info = self._call(lambda c: c.get_lease_info(lease))
+        return int(info.grantedTTL) if int(info.TTL) >= 0 else -1
+
 
 def _endpoint(url: str, creds: Any, retry_after: float) -> Any:
     parts = urlsplit(url if "://" in url else "http://" + url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_the_edge_cluster_survives_losing_an_etcd_member() -> None:
     assert "cluster stopped" in done.stdout
 
 
-def test_the_image_pipeline_runs_a_chord_and_fires_its_schedules() -> None:
+def test_the_image_pipeline_runs_a_rate_limited_chord_and_fires_its_schedules() -> None:
     done = run("examples/image_pipeline.py")
     assert done.returncode == 0, done.stderr
     assert "contact sheet: 10 thumbnails, 10045 px wide" in done.stdout
@@ -58,4 +59,8 @@ def test_the_image_pipeline_runs_a_chord_and_fires_its_schedules() -> None:
     }
     assert "cron 0 2 * * *" in rows["nightly-report"] and "T02:00:00.000Z" in rows["nightly-report"]
     assert "every 2s" in rows["thumbnail-sweep"] and "delivered" in rows["thumbnail-sweep"]
+    limits = [line.split() for line in done.stdout.splitlines() if line.startswith("image.")]
+    assert limits and limits[0][:2] == ["image.resize", "100/s"], done.stdout
+    paced = re.search(r"150 more resizes took ([\d.]+) s", done.stdout)
+    assert paced is not None and float(paced.group(1)) >= 1.35, "140 tokens at 100/s"
     assert "both nodes stopped" in done.stdout

@@ -109,3 +109,49 @@ def async_pair(node: Node) -> None:
     """Each node hosts an async pinger and an async pong."""
     node.spawn(AsyncPinger, name=f"pinger-{node.node_id}")
     node.spawn(AsyncPong, name=f"pong-{node.node_id}")
+
+
+class Gated(taskmesh.Actor):
+    """Counts tells, but takes each one only while its gate is open: a
+    mailbox that fills up on demand. ``"count"`` answers the count (and
+    waits like any message); the gate is opened by ``Gate``."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+        self.count = 0
+
+    def receive(self, message: Any) -> Any:
+        self.gate.wait()
+        if message == "count":
+            return self.count
+        self.count += 1
+        return None
+
+
+class Gate(taskmesh.Actor):
+    """``"open"`` / ``"close"`` the gate of ``gated``; ``"depth"`` answers how
+    many messages wait in its mailbox."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+
+    def receive(self, message: Any) -> Any:
+        if message == "open":
+            self.gate.set()
+        elif message == "close":
+            self.gate.clear()
+        elif message == "depth":
+            return sum(
+                n
+                for name, n in self.node.system.mailbox_depths().items()
+                if name.startswith("gated")
+            )
+        return None
+
+
+def gated(node: Node) -> None:
+    """``gated`` (mailbox of 1,000, gate closed), ``gate`` and ``echo-<node>``."""
+    gate = threading.Event()
+    node.spawn(Gated, gate, name="gated", mailbox_size=1_000)
+    node.spawn(Gate, gate, name="gate")
+    node.spawn(Echo, name=f"echo-{node.node_id}")

@@ -12,6 +12,7 @@ import pytest
 
 import taskmesh
 from tests.integration.node.support import cli, running_node
+from tests.waiting import wait_until
 
 
 def cluster() -> str:
@@ -161,6 +162,16 @@ def test_metrics_healthz_and_readyz_answer_over_http(etcd_url: str) -> None:
         assert "taskmesh_members 1.0" in body
         assert "taskmesh_leader 1.0" in body
         assert "taskmesh_ready 1.0" in body
+        # The serving side counts what it served: the CLI's ask, and the actor's intake.
+        assert "taskmesh_handling_seconds_count 1.0" in body
+        assert 'taskmesh_actor_messages_total{actor="echo-eps"} 1.0' in body
+        assert "taskmesh_peers 0.0" in body
+        # A peer counts as soon as it is a member, before any message went to it.
+        with running_node(*flags, name="eps2"):
+            wait_until(
+                lambda: "taskmesh_peers 1.0" in http_get(node.metrics + "/metrics")[1],
+                message="the second member counted as a peer",
+            )
 
 
 def test_the_embedded_etcd_starts_prints_its_url_and_is_joined(tmp_path: object) -> None:

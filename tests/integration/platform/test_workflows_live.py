@@ -87,14 +87,12 @@ def test_workflows_run_fail_and_survive_their_coordinator(etcd_url: str) -> None
             client.result("no-such-workflow")
 
         # kill the node coordinating a workflow between two steps
-        jobs = [f"job-{i}" for i in range(3)]
-        workflow = chain(*(work({"sleep": 1.0, "job": job}) for job in jobs))
-        workflow_id, coordinator = _submit_to_a_killable_node(client, workflow)
+        workflow_id, coordinator, jobs = _submit_to_a_killable_node(client)
         wait_until(lambda: _info(client, workflow_id)["done"] >= 1, timeout=30.0)
         victim = one if coordinator == "one" else two
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(30)
-        assert client.result(workflow_id, timeout=60.0) == {"sleep": 1.0, "job": "job-2"}
+        assert client.result(workflow_id, timeout=60.0) == {"sleep": 1.0, "job": jobs[-1]}
         counts = client.ask("ledger", "counts")
         assert {job: counts.get(job) for job in jobs} == {job: 1 for job in jobs}, (
             "every step ran once, across the coordinator's death"
@@ -120,15 +118,16 @@ def _coordinator_of(client: taskmesh.Client, workflow_id: str) -> str:
     return str(_info(client, workflow_id)["node"] or "")
 
 
-def _submit_to_a_killable_node(
-    client: taskmesh.Client, workflow: taskmesh.platform.Workflow
-) -> tuple[str, str]:
-    """Submit until a node other than the keeper coordinates the workflow
-    (submissions go round robin over the coordinators)."""
-    for _ in range(4):
+def _submit_to_a_killable_node(client: taskmesh.Client) -> tuple[str, str, list[str]]:
+    """Submit a three-step chain until a node other than the keeper coordinates
+    it (submissions go round robin over the coordinators). Each attempt has
+    job names of its own, so the ledger counts only the attempt returned."""
+    for attempt in range(4):
+        jobs = [f"job-{attempt}-{i}" for i in range(3)]
+        workflow = chain(*(work({"sleep": 1.0, "job": job}) for job in jobs))
         workflow_id = client.submit(workflow)
         node = wait_until(partial(_coordinator_of, client, workflow_id), timeout=30.0)
         if node != "keeper":
-            return workflow_id, node
+            return workflow_id, node, jobs
         client.result(workflow_id, timeout=60.0)
     raise AssertionError("every submission went to the keeper")

@@ -181,6 +181,24 @@ def test_ask_to_an_address_nobody_listens_on_fails_fast(local: Transport, peers:
     assert local.snapshot()["peers"][address] == "down"
 
 
+def test_a_link_down_for_long_with_nothing_queued_is_closed_and_a_new_ref_reopens_it(
+    peers: Peers,
+) -> None:
+    local = local_transport(stale_after=1.0)
+    try:
+        peer = peers.start()
+        assert local.ref(peer.address, "echo").ask("up?", timeout=10) == "up?"
+        peer.kill()
+        wait_until(lambda: local.peer_state(peer.address) == "down", message="link down")
+        # It stops reconnecting to a peer that is gone for good.
+        wait_until(lambda: local.peer_state(peer.address) is None, message="link closed")
+        assert peer.address not in local.snapshot()["peers"]
+        again = peers.start("--listen", peer.address)  # someone listens there again
+        assert local.ref(again.address, "echo").ask("back?", timeout=10) == "back?"
+    finally:
+        local.stop()
+
+
 def test_tells_to_a_dead_peer_become_dead_letters(peers: Peers) -> None:
     letters = DeadLetters()
     local = local_transport(dead_letters=letters)

@@ -4,17 +4,18 @@ another holder, no polling for a chord, deadlines, stale answers."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 import taskmesh
-from taskmesh import chain, chord, step
+from taskmesh import chain, chord, group, step
 from taskmesh.actors.future import Reply
 from taskmesh.addressing import Located
 from taskmesh.errors import PeerUnreachable
+from taskmesh.platform.admission import Grant
 from taskmesh.platform.canvas import Step, Workflow, to_record
 from taskmesh.platform.coordinator import Coordinator, CoordinatorContext
 from taskmesh.platform.progress import StepResult
@@ -204,3 +205,47 @@ def test_a_bad_request_is_answered_and_costs_no_running_workflow(run: Any) -> No
     asked.reply.set("fine")  # the coordinator was not restarted: it still drives "w"
     wait_until(lambda: "w" in store.finished)
     assert store.finished["w"]["result"] == "fine"
+
+
+class FakeGate:
+    """A limit on ``resize`` whose leave the test hands out by hand."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Callable[[Grant | None], None]] = []
+        self.released = 0
+
+    def admit(self, key: str | None, deadline: float, callback: Any) -> Grant | None:
+        self.waiting.append(callback)
+        return None
+
+    def release(self, grant: Grant) -> None:
+        grant.released = True
+        self.released += 1
+
+
+def test_a_limited_step_is_asked_once_admitted_and_frees_its_slot_when_settled() -> None:
+    system = taskmesh.ActorSystem(ask_timeout=10.0)
+    cluster, store, gate = Cluster(), FakeStore(), FakeGate()
+    context = CoordinatorContext(
+        node="n0", store=store, lease=lambda: 1, locate=cluster.locate,
+        reachable=lambda node: True,
+        gate=lambda capability: gate if capability == "resize" else None,  # type: ignore[arg-type,return-value]
+    )  # fmt: skip
+    try:
+        coordinator = system.spawn(Coordinator, context, name="_workflows")
+        workflow = group(step("resize", 1, capability=True), step("resize", 2, capability=True))
+        coordinator.ask({"op": "start", "id": "w", "workflow": to_record(workflow)})
+        wait_until(lambda: len(gate.waiting) == 2)
+        assert cluster.asked == [], "nothing is asked before its leave comes"
+        gate.waiting[0](Grant(gate))
+        first = cluster.wait_asks(1)[0]
+        assert first.message == 1
+        first.reply.set("one")
+        wait_until(lambda: gate.released == 1)
+        gate.waiting[1](None)  # no token within the step's timeout
+        wait_until(lambda: "w" in store.finished)
+        error = store.finished["w"]["error"]
+        assert (error["type"], error["step"]) == ("LimitTimeout", 1)
+        assert len(cluster.asked) == 1
+    finally:
+        system.stop()

@@ -13,6 +13,7 @@ import zmq
 
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.errors import MailboxFull, RemoteError
+from taskmesh.ops.latency import LatencyHistogram
 from taskmesh.transport.counters import RateLimitedLog
 from taskmesh.transport.envelope import (
     FAIL,
@@ -32,6 +33,7 @@ class FakeRouter:
 
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, bytes]] = []
+        self.handling = LatencyHistogram()
 
     def reply(self, identity: bytes, data: bytes) -> None:
         self.sent.append((identity, data))
@@ -43,7 +45,7 @@ def envelope(data: bytes) -> list[Any]:
     return decode_frame(join_frame(frame_prefix("s"), [data]))[2]  # type: ignore[no-any-return]
 
 
-def test_set_encodes_one_answer_for_the_asker() -> None:
+def test_set_encodes_one_answer_for_the_asker_and_times_its_handling() -> None:
     fake = FakeRouter()
     InboundReply(fake, b"peer", 5).set({"ok": 1})  # type: ignore[arg-type]
     InboundReply(fake, b"peer", 6).set(2)  # type: ignore[arg-type]
@@ -51,6 +53,7 @@ def test_set_encodes_one_answer_for_the_asker() -> None:
         (b"peer", [REPLY, None, 5, None, {"ok": 1}]),
         (b"peer", [REPLY, None, 6, None, 2]),
     ]
+    assert fake.handling.cumulative()[-1] == ("+Inf", 2)
 
 
 def test_only_the_first_answer_counts() -> None:

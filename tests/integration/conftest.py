@@ -1,3 +1,5 @@
+"""Fixtures shared by the integration tests."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -9,7 +11,7 @@ from taskmesh.cluster import EmbeddedEtcd
 
 @pytest.fixture(scope="module")
 def etcd_url() -> Iterator[str]:
-    """A real etcd for this module's nodes (a missing binary fails, never skips)."""
+    """A real etcd for one test module's nodes (a missing binary fails, never skips)."""
     server = EmbeddedEtcd().start()
     try:
         yield server.endpoint
