@@ -166,7 +166,7 @@ class EntityRef:
         node it went to is suspected or gone, so the caller can retry."""
         entities = self._entities
         owner = entities.owner_of(self.entity_type, self.entity_id)
-        if owner and owner in lost and not entities.reachable(owner):
+        if owner and owner in lost and not entities.router.reachable(owner):
             raise ActorNotFound(f"the owner of entity {self.entity_id!r} ({owner}) is lost")
         tried.append(owner)
         node, reply = entities.router.ask(
@@ -182,5 +182,5 @@ class EntityRef:
             except AskTimeout:
                 if remaining <= _LIVENESS_CHECK:
                     raise
-            if node and not entities.reachable(node):
+            if node and not entities.router.reachable(node):
                 raise PeerUnreachable(f"node {node!r} is suspected or has left the cluster")

@@ -75,6 +75,7 @@ class EntityRouter:
         self._map = entities.map
         self._transport = entities.transport
         self._lanes: dict[str, Lane] = {}
+        self._addresses: dict[str, str] = {}  # node -> where this process last sent to it
         self._lock = threading.Lock()
         self.buffer_timeout = buffer_timeout
         self.buffer_limit = buffer_limit
@@ -234,7 +235,17 @@ class EntityRouter:
         node = last.node
         if node == owner.node or node == self._entities.node_id:
             return False
-        return self._entities.reachable(node)
+        return self.reachable(node)
+
+    def reachable(self, node: str) -> bool:
+        """Whether ``node`` is a live member that neither the locator nor
+        this process's link to it suspects (any thread). The locator learns
+        which node a link leads to from the refs it made only; entity
+        messages go through refs of their own, so a frozen owner shows here."""
+        if not self._entities.reachable(node):
+            return False
+        address = self._addresses.get(node)
+        return address is None or self._transport.peer_state(address) not in ("suspect", "down")
 
     # --- hosts (never block) ---------------------------------------------------------
 
@@ -335,6 +346,7 @@ class EntityRouter:
         return None
 
     def remote(self, lane: Lane, owner: Assignment, target: str) -> Any:
+        self._addresses[owner.node] = owner.address
         key = None
         if self._transport.keys is not None:
             record = lane.view.hosts.get(owner.node)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from zlib import crc32
 
 import pytest
 
@@ -18,9 +17,18 @@ from taskmesh.errors import ConfigError, InvalidName
 
 
 def test_an_id_maps_to_the_same_shard_in_every_process() -> None:
-    # CRC-32 of the UTF-8 id, not hash(): the same on every machine and run.
-    assert shard_of("dock-3", 128) == crc32(b"dock-3") % 128 == 38
-    assert shard_of("émile", 7) == crc32("émile".encode()) % 7
+    # CRC-32 of the UTF-8 id (mixed), not hash(): the same on every machine and run.
+    assert shard_of("dock-3", 128) == 76
+    assert shard_of("émile", 7) == 0
+
+
+def test_a_few_sequential_ids_spread_over_both_halves_of_the_shards() -> None:
+    # Plain crc32 put dock-0 ... dock-11 all in shards 0-63: a node that
+    # joined later (and took shards 64-127) got none of them.
+    for prefix in ("dock-", "user-", "order-", "device-", "sensor/"):
+        shards = [shard_of(f"{prefix}{i}", 128) for i in range(12)]
+        assert len(set(shards)) >= 10, prefix
+        assert 2 <= sum(shard >= 64 for shard in shards) <= 10, prefix
 
 
 def test_ids_spread_evenly_over_the_shards() -> None:
