@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from taskmesh.actors.deadletters import DeadLetters
-from taskmesh.actors.future import ReplyTo
 from taskmesh.entities.entity import Entity, check_entity_class
 from taskmesh.entities.etcd_store import EtcdStore
 from taskmesh.entities.host import ShardHost
@@ -329,17 +328,6 @@ class Entities:
             return ""
         owner = view.owner(shard_of(entity_id, view.shards))
         return owner.node if owner is not None else ""
-
-    def deliver(
-        self,
-        name: str,
-        message: Any,
-        reply: ReplyTo | None,
-        deadline: float | None,
-        key: str | None = None,
-    ) -> bool:
-        """The actor system's fallback (see :class:`~taskmesh.entities.inbox.EntityInbox`)."""
-        return self.inbox.deliver(name, message, reply, deadline, key)
 
     def refuse(self, entity_type: str, item: Item, reason: str) -> None:
         """A message that cannot be delivered: a dead letter, and an ask's
