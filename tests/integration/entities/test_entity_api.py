@@ -65,11 +65,29 @@ class Tally(taskmesh.Entity):
         return {"id": self.entity_id, "count": self.count}
 
 
+class Log(taskmesh.Entity):
+    """Records what it receives, after a slow activation."""
+
+    entity_type = "log"
+    idle_timeout = None
+
+    async def on_activate(self) -> None:
+        await asyncio.sleep(0.2)  # a slow activation (loading something): messages wait
+        self.seen: list[Any] = []
+
+    def receive(self, message: Any) -> Any:
+        if message == "get":
+            return self.seen
+        self.seen.append(message)
+        return None
+
+
 @pytest.fixture(scope="module")
 def node() -> Iterator[taskmesh.Node]:
     with taskmesh.Node(cluster="entity-api", name="api") as running:
         running.host(Account)
         running.host(Tally)
+        running.host(Log)
         yield running
 
 
@@ -85,6 +103,13 @@ def test_a_persistent_entity_answers_after_its_save_and_a_failure_reloads_the_sa
     assert account.ask("get", timeout=10.0) == 7
     activations = [e for e in EVENTS if e[:2] == ("activate", "alice")]
     assert [e[2]["balance"] for e in activations] == [0, 7]
+
+
+def test_messages_that_come_during_activation_wait_for_it_in_order(node: taskmesh.Node) -> None:
+    log = node.entity("log", "l1")
+    for i in range(100):
+        log.tell(i)  # the first activates it; on_activate runs before any receive
+    assert log.ask("get", timeout=10.0) == list(range(100))
 
 
 def test_stop_passivates_and_the_next_message_activates_again(node: taskmesh.Node) -> None:
