@@ -9,9 +9,9 @@ default), shared by every cluster that uses the database::
 Fencing: a node that takes a shard first raises the shard's fence to its
 token (:meth:`acquire`, one upsert per shard and assignment, not per
 activation); a save locks the fence row (``FOR SHARE``) and writes only if
-the fence still holds its own token. A raise and a save of the same shard
-therefore serialize, and once the new owner has raised the fence, no save
-of an older owner can land, whatever that owner believes.
+the fence still holds its own token, in one statement. A raise and a save
+of the same shard therefore serialize, and once the new owner has raised
+the fence, no save of an older owner can land, whatever that owner believes.
 
 Uses psycopg 3 with a small pool of connections (one per worker thread
 at most); every method blocks and runs on a store worker thread.
@@ -190,31 +190,36 @@ class PostgresStore:
     def save(
         self, entity_type: str, shard: int, entity_id: str, data: bytes | None, token: int
     ) -> None:
-        with self._connection() as conn, conn.transaction():
-            row = conn.execute(
-                f"SELECT token FROM {self._fences}"
-                " WHERE cluster = %s AND entity_type = %s AND shard = %s FOR SHARE",
-                (self._cluster, entity_type, shard),
-            ).fetchone()
-            if row is None or row[0] != token:
-                raise StaleActivation(
-                    f"not saved: shard {shard} of {entity_type!r} is fenced by token "
-                    f"{row[0] if row else None}, not {token}"
-                )
+        # One autocommitted statement, so the fence row is share-locked only
+        # while the server runs it: a transaction left open by a frozen owner
+        # would block the next owner's fence raise until it thawed.
+        fence = (
+            f"WITH fence AS (SELECT token FROM {self._fences}"
+            " WHERE cluster = %s AND entity_type = %s AND shard = %s AND token = %s FOR SHARE)"
+        )
+        key = (self._cluster, entity_type, entity_id)
+        with self._connection() as conn:
             if data is None:
-                conn.execute(
-                    f"DELETE FROM {self._state}"
-                    " WHERE cluster = %s AND entity_type = %s AND entity_id = %s",
-                    (self._cluster, entity_type, entity_id),
-                )
+                row = conn.execute(
+                    f"{fence}, gone AS (DELETE FROM {self._state}"
+                    " WHERE cluster = %s AND entity_type = %s AND entity_id = %s"
+                    " AND EXISTS (SELECT 1 FROM fence)) SELECT token FROM fence",
+                    (self._cluster, entity_type, shard, token, *key),
+                ).fetchone()
             else:
-                conn.execute(
-                    f"INSERT INTO {self._state} (cluster, entity_type, entity_id, state, token)"
-                    " VALUES (%s, %s, %s, %s, %s)"
+                row = conn.execute(
+                    f"{fence}, put AS (INSERT INTO {self._state}"
+                    " (cluster, entity_type, entity_id, state, token)"
+                    " SELECT %s, %s, %s, %s, token FROM fence"
                     " ON CONFLICT (cluster, entity_type, entity_id) DO UPDATE"
-                    " SET state = excluded.state, token = excluded.token, updated = now()",
-                    (self._cluster, entity_type, entity_id, data, token),
-                )
+                    " SET state = excluded.state, token = excluded.token, updated = now())"
+                    " SELECT token FROM fence",
+                    (self._cluster, entity_type, shard, token, *key, data),
+                ).fetchone()
+        if row is None:
+            raise StaleActivation(
+                f"not saved: shard {shard} of {entity_type!r} is no longer fenced by token {token}"
+            )
 
     def close(self) -> None:
         self._closed = True

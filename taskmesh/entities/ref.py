@@ -184,3 +184,8 @@ class EntityRef:
                     raise
             if node and not entities.router.reachable(node):
                 raise PeerUnreachable(f"node {node!r} is suspected or has left the cluster")
+            # Held here, or handed on by another node: the shard's owner counts too.
+            owner = entities.owner_of(self.entity_type, self.entity_id)
+            if owner and owner != node and not entities.router.reachable(owner):
+                tried[-1] = owner
+                raise PeerUnreachable(f"node {owner!r} is suspected or has left the cluster")
