@@ -24,6 +24,10 @@ mean much. Names follow Ray's microbenchmarks:
   has counted them all) and pipelined asks (a window of asks in flight);
 - ``n_n_actor_calls_async``: several caller threads, several actors,
   pipelined asks spread over all of them.
+
+Then the ``tracing:`` rows (``benchmarks/remote_tracing.py``; skip them
+with ``--no-tracing``): the same exchanges with tracing off, on, and on
+sampling 1%, and with ``--baseline DIR`` the main line's code beside them.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import taskmesh  # noqa: E402
+from benchmarks import remote_tracing  # noqa: E402
 from benchmarks.remote_servers import start_server  # noqa: E402
 from taskmesh.cluster import EmbeddedEtcd  # noqa: E402
 
@@ -268,6 +273,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", help="run only the cases whose name contains this")
     parser.add_argument("--node", action="store_true", help="also ask from a Node in this process")
+    parser.add_argument("--no-tracing", action="store_true", help="skip the tracing rows")
+    parser.add_argument("--baseline", type=Path, help="tracing rows: a tree of the main line")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     scale = 0.1 if args.quick else 1.0
@@ -351,6 +358,14 @@ def main() -> None:
             lambda: raw.n_n(4, n_n),
             lambda: public.n_n(4, n_n),
         )
+        if not args.no_tracing and (not args.only or args.only in "tracing:"):
+            remote_tracing.run(
+                etcd.endpoint,
+                baseline=args.baseline.resolve() if args.baseline else None,
+                rounds=rounds,
+                seconds=seconds,
+                count=tells // 4,
+            )
     finally:
         public.close()
         raw.close()

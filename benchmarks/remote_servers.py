@@ -2,7 +2,9 @@
 
 ``python benchmarks/remote_servers.py raw N`` runs N raw pyzmq ROUTER
 threads; ``python benchmarks/remote_servers.py taskmesh N system|emulated``
-runs a taskmesh transport hosting actors ``echo0..echoN-1`` and ``sink``.
+runs a taskmesh transport hosting actors ``echo0..echoN-1`` and ``sink``;
+``python benchmarks/remote_servers.py otlp`` runs an OTLP/HTTP endpoint
+that takes traces and drops them (the tracing rows' collector).
 Each prints its endpoints on one line, space-separated, then serves until
 stdin closes or it is terminated.
 """
@@ -153,6 +155,30 @@ def taskmesh_server(count: int, actors: str) -> None:
     transport.stop()
 
 
+def otlp_sink() -> None:
+    """Answer every OTLP/HTTP export with 200 and drop it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a collector does
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    sys.stdin.read()
+    server.shutdown()
+
+
 if __name__ == "__main__":
     if "--cpu" in sys.argv:
         at = sys.argv.index("--cpu")
@@ -160,5 +186,7 @@ if __name__ == "__main__":
         del sys.argv[at : at + 2]
     if sys.argv[1] == "raw":
         raw_server(int(sys.argv[2]))
+    elif sys.argv[1] == "otlp":
+        otlp_sink()
     else:
         taskmesh_server(int(sys.argv[2]), sys.argv[3])

@@ -7,7 +7,9 @@ with a capability each, three ways in one run:
 
 - ``spawn`` in a loop (one etcd round trip per name, the public default);
 - ``spawn`` from 8 threads (concurrent claims share transactions);
-- ``spawn_many`` (one transaction per 64 names).
+- ``spawn_many`` (one transaction per 64 names);
+- ``spawn`` one by one and ``spawn_many`` again with async actors (no
+  thread each: what is left is the etcd part).
 
 It also times the cluster registration alone (`ClusterMember.register_many`,
 an internal-level row, labelled so), which shows what etcd costs apart from
@@ -31,6 +33,15 @@ class Sensor(taskmesh.Actor):
         return message
 
 
+class LightSensor(taskmesh.Actor):
+    """An async actor: no thread of its own, so starting one costs little."""
+
+    capabilities = ("sensor",)
+
+    async def receive(self, message: Any) -> Any:
+        return message
+
+
 def rate(count: int, fn: Any) -> float:
     start = time.perf_counter()
     fn()
@@ -49,6 +60,10 @@ def main() -> None:
         def loop(prefix: str) -> None:
             for i in range(n):
                 node.spawn(Sensor, name=f"{prefix}{i}")
+
+        def loop_light(prefix: str) -> None:
+            for i in range(n):
+                node.spawn(LightSensor, name=f"{prefix}{i}")
 
         def threaded(prefix: str) -> None:
             def part(k: int) -> None:
@@ -72,6 +87,15 @@ def main() -> None:
         stop_all()
         rows.append(
             ("spawn_many", rate(n, lambda: node.spawn_many(Sensor, [f"c{i}" for i in range(n)])))
+        )
+        stop_all()
+        rows.append(("spawn, one by one, async actors", rate(n, lambda: loop_light("e"))))
+        stop_all()
+        rows.append(
+            (
+                "spawn_many, async actors",
+                rate(n, lambda: node.spawn_many(LightSensor, [f"f{i}" for i in range(n)])),
+            )
         )
         stop_all()
         names = [f"d{i}" for i in range(n)]

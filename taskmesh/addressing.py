@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,6 +71,18 @@ class Target(Protocol):
 Located = tuple[str, Target]
 """``(node id, target)``."""
 
+RetryHook = Callable[[int, Exception, "str | None"], None]
+"""``on_retry(n, error, node)``: the last attempt failed with ``error`` on
+``node`` (None: no holder was found) and retry ``n`` (from 1) follows."""
+
+
+class RetryTracer(Protocol):
+    """Tracing of asks with retries (see :mod:`taskmesh.tracing`)."""
+
+    def retrying(self, what: str, retries: int) -> AbstractContextManager[RetryHook]:
+        """A span around every attempt of one ask (caller's thread)."""
+        ...
+
 
 class Gate(Protocol):
     """A cluster-wide limit on one capability, as its senders pass it
@@ -99,6 +112,7 @@ class Resolver(Protocol):
     dead_letters: DeadLetters
     ask_timeout: float
     ask_latency: LatencyHistogram
+    tracing: RetryTracer | None
 
     @property
     def limits(self) -> Mapping[str, Gate]:
@@ -155,6 +169,25 @@ def _ask_with_retries(
     """The ask loop behind both ref kinds when ``retries`` > 0 (caller's thread)."""
     if retries < 0:
         raise ConfigError(f"retries must be >= 0, got {retries!r}")
+    tracing = resolver.tracing
+    if tracing is not None:
+        with tracing.retrying(what(), retries) as on_retry:
+            return _retry_loop(
+                resolver, pick, what, message, timeout, retries, idempotency_key, on_retry
+            )
+    return _retry_loop(resolver, pick, what, message, timeout, retries, idempotency_key, None)
+
+
+def _retry_loop(
+    resolver: Resolver,
+    pick: Callable[[frozenset[str]], Located | None],
+    what: Callable[[], str],
+    message: Any,
+    timeout: float,
+    retries: int,
+    idempotency_key: str | None,
+    on_retry: RetryHook | None,
+) -> Any:
     started = _perf_counter()
     deadline = time.monotonic() + timeout
     lost: set[str] = set()
@@ -184,6 +217,8 @@ def _ask_with_retries(
                 if attempt >= retries or time.monotonic() + pause >= deadline:
                     raise
                 attempt += 1
+                if on_retry is not None:
+                    on_retry(attempt, error, located[0] if located is not None else None)
                 time.sleep(pause)  # backoff before the next holder
     finally:
         resolver.ask_latency.observe(_perf_counter() - started)
@@ -200,7 +235,9 @@ def _await(resolver: Resolver, node: str, reply: Reply, deadline: float) -> Any:
             if remaining <= _LIVENESS_CHECK:
                 raise
         if not resolver.reachable(node):
-            raise PeerUnreachable(f"node {node!r} is suspected or has left the cluster")
+            error = PeerUnreachable(f"node {node!r} is suspected or has left the cluster")
+            reply.fail(error)  # given up: whoever watches the reply (a send span) hears it now
+            raise error
 
 
 async def _tell_async(target: Target, message: Any) -> None:

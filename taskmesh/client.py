@@ -27,10 +27,13 @@ from taskmesh.locator import Locator
 from taskmesh.ops.latency import LatencyHistogram
 from taskmesh.platform.limiter import client_limiter
 from taskmesh.platform.workflows import WorkflowInfo, WorkflowService
+from taskmesh.tracing import start_tracing
 from taskmesh.transport import Transport
 from taskmesh.transport.security import load_keys
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
     from taskmesh.entities import EntityRef
     from taskmesh.platform import Workflow
 
@@ -46,7 +49,8 @@ class Client:
     mailbox waits for room before it fails with :class:`MailboxFull`;
     ``flow_window`` how many tells to one actor may be on their way before
     the receiving node took them (0: no flow control; see
-    :mod:`taskmesh.transport.flow`)."""
+    :mod:`taskmesh.transport.flow`); ``otel_endpoint`` or ``tracer_provider``
+    turns on tracing (see :class:`~taskmesh.Node` and :mod:`taskmesh.tracing`)."""
 
     def __init__(
         self,
@@ -67,6 +71,8 @@ class Client:
         etcd_key: str | Path | None = None,
         heartbeat_interval: float = 0.2,
         suspect_after: float = 0.9,
+        otel_endpoint: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.cluster_name = cluster
         self.ask_timeout = ask_timeout
@@ -75,11 +81,15 @@ class Client:
         self._keys = load_keys(keys) if keys is not None else None
         self._start_timeout = start_timeout
         self._endpoints = [etcd] if isinstance(etcd, str) else list(etcd)
+        client_id = f"client-{secrets.token_hex(4)}"
+        self.tracing = start_tracing(
+            endpoint=otel_endpoint, provider=tracer_provider, node=client_id, cluster=cluster
+        )
         self._view = ClusterMember(
             ClusterSettings(
                 etcd=self._endpoints,
                 cluster=cluster,
-                node=f"client-{secrets.token_hex(4)}",
+                node=client_id,
                 etcd_timeout=etcd_timeout,
                 start_timeout=start_timeout,
                 user=etcd_user,
@@ -99,6 +109,7 @@ class Client:
             suspect_after=suspect_after,
             send_timeout=send_timeout,
             window=flow_window,
+            tracing=self.tracing,
         )
         self.locator = Locator(
             self._view,
@@ -107,6 +118,7 @@ class Client:
             ask_timeout=ask_timeout,
             ask_latency=self.ask_latency,
             curve=self._keys is not None,
+            tracing=self.tracing,
         )
         self._named: dict[str, NamedRef] = {}
         self._workflows = WorkflowService(self.locator, self._view.client, cluster)
@@ -148,6 +160,8 @@ class Client:
         self._limiter.stop()
         self.transport.stop()
         self._view.stop(deregister=False)
+        if self.tracing is not None:
+            self.tracing.close()  # exports the spans still buffered
         self._started = False
 
     def __enter__(self) -> Client:

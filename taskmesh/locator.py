@@ -20,7 +20,7 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from taskmesh.addressing import Gate, Located, Target
+from taskmesh.addressing import Gate, Located, RetryTracer, Target
 from taskmesh.errors import ClusterError, ConfigError
 
 if TYPE_CHECKING:
@@ -44,7 +44,8 @@ _MISS_PAUSE = 5.0
 class Locator:
     """Finds targets for one node (``system`` and ``node_id`` given) or one
     client (neither). Thread-safe. ``ask_timeout`` is the default timeout
-    of asks through it; ``ask_latency`` records their latency."""
+    of asks through it; ``ask_latency`` records their latency; ``tracing``
+    traces asks with retries (None: off)."""
 
     def __init__(
         self,
@@ -57,10 +58,12 @@ class Locator:
         curve: bool,
         system: ActorSystem | None = None,
         node_id: str | None = None,
+        tracing: RetryTracer | None = None,
     ) -> None:
         self.dead_letters = dead_letters
         self.ask_timeout = ask_timeout
         self.ask_latency = ask_latency
+        self.tracing = tracing
         self.limits: dict[str, Gate] = {}
         """Gates of the limited capabilities; a limiter keeps it (taskmesh.platform)."""
         self._view = view

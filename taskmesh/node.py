@@ -37,10 +37,13 @@ from taskmesh.ops.latency import LatencyHistogram
 from taskmesh.platform.services import NodeServices
 from taskmesh.registrar import Registrar
 from taskmesh.singletons import Singletons
+from taskmesh.tracing import start_tracing
 from taskmesh.transport import Transport
 from taskmesh.transport.security import load_keys
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
     from taskmesh.entities import Entity, EntityRef, StateStore
     from taskmesh.platform import Limit, LimitInfo, Schedule, ScheduleInfo
 
@@ -65,7 +68,9 @@ class Node:
     tell to a full mailbox (here or on another node) waits for room;
     ``flow_window`` is how many tells to one remote actor may be on their
     way before its node took them (0: no flow control; see
-    :mod:`taskmesh.transport.flow`).
+    :mod:`taskmesh.transport.flow`). ``otel_endpoint`` (an OTLP/HTTP URL) or
+    ``tracer_provider`` (an OpenTelemetry SDK provider of yours) turns on
+    tracing across nodes (:mod:`taskmesh.tracing`; the ``otel`` extra).
     """
 
     def __init__(
@@ -98,6 +103,8 @@ class Node:
         heartbeat_interval: float = 0.2,
         suspect_after: float = 0.9,
         advertise: str | None = None,
+        otel_endpoint: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.cluster_name = cluster
         self.node_id = validate_name(name, what="node name") if name else default_node_id()
@@ -128,9 +135,14 @@ class Node:
         )
         self.system.node = self
         self.dead_letters = self.system.dead_letters
+        self.tracing = start_tracing(
+            endpoint=otel_endpoint, provider=tracer_provider, node=self.node_id, cluster=cluster
+        )
         self.transport = Transport(
             listen=listen,
-            deliver=self.system.deliver,
+            deliver=self.system.deliver
+            if self.tracing is None
+            else self.tracing.deliverer(self.system),
             dead_letters=self.dead_letters,
             keys=self._keys,
             max_message_size=max_message_size,
@@ -139,6 +151,7 @@ class Node:
             send_timeout=send_timeout,
             window=flow_window,
             room=self.system.on_space,
+            tracing=self.tracing,
         )
         self.embedded_etcd: EmbeddedEtcd | None = None
         self.member: ClusterMember | None = None
@@ -201,6 +214,7 @@ class Node:
                 curve=self._keys is not None,
                 system=self.system,
                 node_id=self.node_id,
+                tracing=self.tracing,
             )
             self.transport.subscribe(self.locator.on_peer_event)
             self.entities = for_node(self).start()
@@ -264,6 +278,8 @@ class Node:
         if services is not None:
             services.close()  # limits: after the actors, which obey them while they drain
         self.transport.stop()
+        if self.tracing is not None:
+            self.tracing.close()  # exports the spans still buffered
         if self.embedded_etcd is not None:
             self.embedded_etcd.stop()
         self._state = "stopped"

@@ -56,6 +56,7 @@ from taskmesh.actors.lifecycle import (
 from taskmesh.actors.mailbox import STOP, TIMER, WAKE, Envelope, LoopMailbox, Mailbox
 from taskmesh.actors.messages import Terminated
 from taskmesh.actors.timers import Timers
+from taskmesh.actors.traced import untraced
 from taskmesh.errors import ActorNotFound, AskTimeout
 
 if TYPE_CHECKING:
@@ -204,6 +205,7 @@ class Cell(Lifecycle):
                 continue
             if kind == TIMER:
                 message = message[2]
+            message = untraced(message)
             if reply is not None:
                 reply.fail(
                     ActorNotFound(f"actor {self.name!r} stopped before handling the message")
@@ -264,7 +266,7 @@ class Cell(Lifecycle):
                 reply.fail(error)
             if self.max_attempts > 1:
                 self.system.dead_letters.record(
-                    self.name, message, "poison",
+                    self.name, untraced(message), "poison",
                     f"{type(error).__name__}: {error} (failed {attempt} times)",
                 )  # fmt: skip
         self._fail(error)

@@ -32,7 +32,8 @@ from taskmesh.actors.cell import DEAD, RUNNING, SUSPENDED, Cell, run_sync
 from taskmesh.actors.directives import Action, Directive
 from taskmesh.actors.flow import current_cell
 from taskmesh.actors.future import Reply, ReplyTo
-from taskmesh.actors.mailbox import STOP, TIMER, LoopMailbox
+from taskmesh.actors.mailbox import STOP, TIMER, TRACED, Boxed, LoopMailbox
+from taskmesh.actors.traced import Traced
 from taskmesh.errors import ActorError
 
 if TYPE_CHECKING:
@@ -45,6 +46,14 @@ __all__ = ["LoopCell", "stop_cells"]
 log = logging.getLogger("taskmesh.actors")
 
 _monotonic = time.monotonic
+
+_NOTHING: Any = object()
+_EMPTY: Any = object()
+
+FAIR_SHARE = 1000
+"""Messages one actor handles before it lets the loop run the others: a
+flood from other threads does not hold the loop (every async actor,
+timers) for as long as it lasts; measured, it costs about 1% per message."""
 
 
 class LoopCell(Cell):
@@ -183,8 +192,13 @@ class LoopCell(Cell):
         get = mailbox._queue.get
         concurrent = self._limit > 1
         lingered = False
+        held: Any = _NOTHING  # an item the burst took and left to this loop, or _EMPTY
+        budget = FAIR_SHARE
         try:
             while True:
+                if not budget:
+                    budget = FAIR_SHARE
+                    await asyncio.sleep(0)  # a flooded actor lets the others run
                 if (mailbox.system or self._state is not RUNNING) and not await self._control():
                     return
                 if concurrent and self._inflight and len(self._inflight) >= self._limit:
@@ -193,9 +207,14 @@ class LoopCell(Cell):
                     continue
                 retry = self._retry
                 if retry is None:
-                    try:
-                        kind, message, reply, deadline = get(False)
-                    except Empty:
+                    if held is _NOTHING:
+                        try:
+                            item = get(False)
+                        except Empty:
+                            item = _EMPTY
+                    else:
+                        item, held = held, _NOTHING
+                    if item is _EMPTY:
                         if not lingered:
                             # Let the loop run once before ending: an actor in a
                             # conversation (ping-pong, a ring) is usually sent its
@@ -213,14 +232,52 @@ class LoopCell(Cell):
                     lingered = False
                     if mailbox._space is not None:
                         mailbox.made_room()
-                    attempt = 1
-                    if kind:
-                        await self._control_message(kind, message, reply)
+                    if type(item) is not Boxed and not concurrent and mailbox._space is None:
+                        # The common case, kept tight: plain tells back to back
+                        # while nothing else needs the cell (a third less per
+                        # message). What it takes but leaves (a boxed envelope,
+                        # any item once senders wait for room, or that it found
+                        # none) is ``held``.
+                        receive = self._receive
+                        while True:
+                            self.received += 1
+                            budget -= 1
+                            try:
+                                await receive(item)
+                            except Exception as exc:
+                                self._message_failed(item, None, None, 1, exc)
+                                break
+                            if not budget or mailbox.system:
+                                break
+                            try:
+                                item = get(False)
+                            except Empty:
+                                held = _EMPTY
+                                break
+                            if type(item) is Boxed or mailbox._space is not None:
+                                held = item
+                                break
                         continue
+                    budget -= 1
+                    attempt = 1
+                    if type(item) is Boxed:
+                        kind, message, reply, deadline = item.envelope
+                        if kind:
+                            if kind == TRACED:
+                                self.received += 1
+                                await self._traced(message, reply, deadline, 1)
+                            else:
+                                await self._control_message(kind, message, reply)
+                            continue
+                    else:
+                        message, reply, deadline = item, None, None
                     self.received += 1
                 else:
                     self._retry = None
                     message, reply, deadline, attempt = retry
+                    if type(message) is Traced:
+                        await self._traced(message, reply, deadline, attempt)
+                        continue
                 if deadline is not None and deadline < _monotonic():
                     self._expired(message, reply)
                 elif concurrent:
@@ -235,6 +292,25 @@ class LoopCell(Cell):
                             reply.set(result)
         finally:
             self._task = None
+
+    async def _traced(
+        self, traced: Traced, reply: ReplyTo | None, deadline: float | None, attempt: int
+    ) -> None:
+        """One message that came with a trace context: handled as in
+        :meth:`_drain`, inside its span (kept apart so untraced messages pay
+        nothing for it). A retry keeps the wrapper, so it is traced too."""
+        if deadline is not None and deadline < _monotonic():
+            self._expired(traced.message, reply)
+        elif self._limit > 1:
+            self._begin(traced.message, reply, deadline, attempt, traced)
+        else:
+            try:
+                result = await traced.scope.run_async(self, self._receive, traced.message)
+            except Exception as exc:
+                self._message_failed(traced, reply, deadline, attempt, exc)
+            else:
+                if reply is not None:
+                    reply.set(result)
 
     async def _control_message(self, kind: int, message: Any, reply: ReplyTo | None) -> None:
         if kind == TIMER:
@@ -251,25 +327,42 @@ class LoopCell(Cell):
 
     # --- max_concurrency > 1 --------------------------------------------------
 
-    def _begin(self, message: Any, reply: ReplyTo | None, deadline: float | None, n: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._handle(message, reply, deadline, n))
+    def _begin(
+        self,
+        message: Any,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        n: int,
+        traced: Traced | None = None,
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._handle(message, reply, deadline, n, traced)
+        )
         if self._inflight is None:
             self._inflight = set()
         self._inflight.add(task)
         task.add_done_callback(self._handled)
 
     async def _handle(
-        self, message: Any, reply: ReplyTo | None, deadline: float | None, attempt: int
+        self,
+        message: Any,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        attempt: int,
+        traced: Traced | None = None,
     ) -> None:
         try:
-            result = await self._receive(message)
+            if traced is None:
+                result = await self._receive(message)
+            else:
+                result = await traced.scope.run_async(self, self._receive, message)
         except asyncio.CancelledError:
             if reply is not None:
                 reply.fail(ActorError(f"actor {self.name!r} restarted or stopped meanwhile"))
             raise
         except Exception as exc:
             if self._state is RUNNING:
-                self._message_failed(message, reply, deadline, attempt, exc)
+                self._message_failed(traced or message, reply, deadline, attempt, exc)
                 self._poke()
             elif reply is not None:  # the instance failed already: the supervisor decides once
                 reply.fail(exc)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskmesh.actors.flow import current_cell, wait_for_room, wait_for_room_async
 from taskmesh.actors.future import Reply, no_waiting_on
-from taskmesh.actors.mailbox import STOP
+from taskmesh.actors.mailbox import STOP, LoopMailbox
 from taskmesh.errors import ActorError, ActorNotFound, MailboxFull
 
 if TYPE_CHECKING:
@@ -85,9 +85,12 @@ class ActorRef:
                 self._system.dead_letters.record(self.name, message, "mailbox_full")
                 return
             wait_for_room(cell, message, timeout=self._system.send_timeout, ask=False)
-        mailbox.enqueue((0, message, None, None))
-        if not mailbox.scheduled:
-            mailbox.schedule()  # type: ignore[union-attr]  # only an event loop's mailbox
+        if type(mailbox) is LoopMailbox:  # the bare message (cheaper than an attribute)
+            mailbox.enqueue(message)
+            if not mailbox.scheduled:
+                mailbox.schedule()
+        else:  # a thread's mailbox: its thread always waits on it, no scheduling
+            mailbox.enqueue((0, message, None, None))
         if not cell.alive:  # raced the actor's end: its drain may have missed us
             cell.drain_dead()
 
@@ -187,9 +190,12 @@ class ActorRef:
         mailbox = cell.mailbox
         if mailbox.qsize() >= mailbox.capacity:
             await wait_for_room_async(cell, message, timeout=self._system.send_timeout, ask=False)
-        mailbox.enqueue((0, message, None, None))
-        if not mailbox.scheduled:
-            mailbox.schedule()  # type: ignore[union-attr]  # only an event loop's mailbox
+        if type(mailbox) is LoopMailbox:
+            mailbox.enqueue(message)
+            if not mailbox.scheduled:
+                mailbox.schedule()
+        else:
+            mailbox.enqueue((0, message, None, None))
         if not cell.alive:
             cell.drain_dead()
 

@@ -23,12 +23,13 @@ from taskmesh.actors.future import ReplyTo
 from taskmesh.actors.idempotency import IdempotencyCache
 from taskmesh.actors.loop import ActorLoop
 from taskmesh.actors.loopcell import LoopCell
-from taskmesh.actors.mailbox import REMOTE
+from taskmesh.actors.mailbox import REMOTE, TRACED
 from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.actors.ref import ActorRef
 from taskmesh.actors.supervisor import Backoff, Child, Guardian, Supervisor
 from taskmesh.actors.threadcell import ThreadCell
 from taskmesh.actors.timers import Scheduler
+from taskmesh.actors.traced import Traced
 from taskmesh.errors import ActorNotFound, ConfigError, NameTaken
 
 if TYPE_CHECKING:
@@ -284,6 +285,41 @@ class ActorSystem:
         else:
             mailbox.put((0, message, reply, deadline))
         if not cell.alive:  # raced the actor's end (mypy assumes it cannot change)
+            cell.drain_dead()  # type: ignore[unreachable]
+        return None
+
+    def deliver_traced(
+        self,
+        name: str,
+        traced: Traced,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        idempotency_key: str | None = None,
+    ) -> bool | None:
+        """:meth:`deliver` for a message that came with a trace context
+        (I/O thread): queued as ``TRACED``, so the actor handles it inside
+        its span (:mod:`taskmesh.actors.traced`); an idle inline actor runs
+        it here and now, inside its span too, as it would an untraced one."""
+        cell = self._cells.get(name)
+        if cell is None or not cell.alive:
+            if reply is not None:
+                raise ActorNotFound(f"no actor named {name!r}")
+            self.dead_letters.record(name, traced.message, "actor_not_found")
+            return None
+        mailbox = cell.mailbox
+        if mailbox.qsize() >= mailbox.capacity:
+            return False
+        if idempotency_key is not None and reply is not None:
+            reply = self.idempotency.admit(name, idempotency_key, reply)
+            if reply is None:
+                return None
+        if cell.inline:
+            inline = cast(ThreadCell, cell)
+            if inline.try_inline(traced.message, reply, deadline, traced):
+                return None
+            inline.io_queued += 1
+        mailbox.put((TRACED, traced, reply, deadline))
+        if not cell.alive:
             cell.drain_dead()  # type: ignore[unreachable]
         return None
 

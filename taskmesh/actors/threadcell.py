@@ -29,7 +29,8 @@ import pykka
 from taskmesh.actors.cell import DEAD, RUNNING, Cell, run_sync
 from taskmesh.actors.flow import current_cell
 from taskmesh.actors.future import ReplyTo
-from taskmesh.actors.mailbox import REMOTE, STOP, TIMER, WAKE_ENVELOPE, Envelope, Mailbox
+from taskmesh.actors.mailbox import REMOTE, STOP, TIMER, TRACED, WAKE_ENVELOPE, Envelope, Mailbox
+from taskmesh.actors.traced import Traced
 
 if TYPE_CHECKING:
     from taskmesh.actors.supervisor import Child
@@ -91,15 +92,23 @@ class ThreadCell(Cell, pykka.ThreadingActor):
             held.append(stash)
         return held
 
-    def try_inline(self, message: Any, reply: ReplyTo | None, deadline: float | None) -> bool:
+    def try_inline(
+        self,
+        message: Any,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        traced: Traced | None = None,
+    ) -> bool:
         """Run one remote message now if this inline actor is idle.
 
         Runs on the transport's I/O thread (the only caller, so that
         ``io_queued`` has one writer). Returns False, having done nothing,
         when the actor is busy, suspended, has system messages waiting or
         has not yet taken every message queued for it earlier; the caller
-        then queues the message as ``REMOTE``. A failure is handed to the
-        actor's thread, which reports it to the supervisor as usual.
+        then queues the message as ``REMOTE`` (or ``TRACED``). A failure is
+        handed to the actor's thread, which reports it to the supervisor as
+        usual. ``traced``: the message came with a trace context; it runs
+        inside its span (one ``is None`` test more for untraced messages).
         """
         busy = self._busy
         if busy is None or self.io_queued != self._io_taken or not busy.acquire(False):
@@ -112,9 +121,12 @@ class ThreadCell(Cell, pykka.ThreadingActor):
                 return True
             try:
                 self.received += 1
-                result = self._receive(message)
+                if traced is None:
+                    result = self._receive(message)
+                else:
+                    result = traced.scope.run(self, self._receive, message)
             except Exception as exc:
-                self._message_failed(message, reply, deadline, 1, exc)
+                self._message_failed(traced or message, reply, deadline, 1, exc)
                 self.mailbox.put(WAKE_ENVELOPE)  # its thread carries on from here
             else:
                 if reply is not None:
@@ -165,13 +177,19 @@ class ThreadCell(Cell, pykka.ThreadingActor):
                     mailbox.made_room()
                 if kind:
                     if kind != REMOTE:
-                        self._control(kind, message, reply)
+                        if kind == TRACED:
+                            self._traced(message, reply, deadline, 1)
+                        else:
+                            self._control(kind, message, reply)
                         continue
                     self._io_taken += 1
                 self.received += 1
             else:
                 self._retry = None
                 message, reply, deadline, attempt = retry
+                if type(message) is Traced:
+                    self._traced(message, reply, deadline, attempt)
+                    continue
             if deadline is not None and deadline < _monotonic():
                 self._expired(message, reply)
                 continue
@@ -182,6 +200,27 @@ class ThreadCell(Cell, pykka.ThreadingActor):
             else:
                 if reply is not None:
                     reply.set(result)
+
+    def _traced(
+        self, traced: Traced, reply: ReplyTo | None, deadline: float | None, attempt: int
+    ) -> None:
+        """One message that came with a trace context: handled as in
+        :meth:`_run`, inside its span (kept apart so untraced messages pay
+        nothing for it). A retry keeps the wrapper, so it is traced too."""
+        if attempt == 1:
+            self.received += 1
+            if self.inline:  # queued by the I/O thread, counted like REMOTE
+                self._io_taken += 1
+        if deadline is not None and deadline < _monotonic():
+            self._expired(traced.message, reply)
+            return
+        try:
+            result = traced.scope.run(self, self._receive, traced.message)
+        except Exception as exc:
+            self._message_failed(traced, reply, deadline, attempt, exc)
+        else:
+            if reply is not None:
+                reply.set(result)
 
     def _inline_get(self) -> Envelope:
         """An inline actor's mailbox read: lets the I/O thread in meanwhile."""

@@ -178,6 +178,14 @@ def node_command(
         float | None,
         _opt("Seconds between the leader's compactions of etcd (0: off).", "SECONDS", 300.0),
     ] = None,
+    otel_endpoint: Annotated[
+        str | None,
+        _opt(
+            "Send traces over OTLP/HTTP to this URL (needs taskmesh[otel]).",
+            "URL",
+            "off",
+        ),
+    ] = None,
     etcd_ca: EtcdCaOpt = None,
     etcd_cert: EtcdCertOpt = None,
     etcd_key: EtcdKeyOpt = None,
@@ -208,6 +216,7 @@ def node_command(
         "advertise": advertise,
         "claim_timeout": claim_timeout,
         "compaction_interval": compaction_interval,
+        "otel_endpoint": otel_endpoint,
         **etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
     }
     if etcd:
@@ -254,6 +263,7 @@ def _serve(settings: Settings, apps: list[Callable[[Node], Any]], signals: StopS
         heartbeat_interval=settings.heartbeat_interval,
         suspect_after=settings.suspect_after,
         advertise=settings.advertise,
+        otel_endpoint=settings.otel_endpoint,
     )
     ops: OpsServer | None = None
     apps_done = False

@@ -84,6 +84,8 @@ class Settings:
     """Seconds a named spawn waits for a lease (etcd away) before it fails."""
     compaction_interval: float = 300.0
     """Seconds between the leader's compactions of etcd history (0: off)."""
+    otel_endpoint: str | None = None
+    """OTLP/HTTP URL to send traces to (``taskmesh[otel]``); None: no tracing."""
     etcd_user: str | None = None
     etcd_password: str | None = field(default=None, repr=False)
     etcd_ca: Path | None = None
@@ -112,6 +114,12 @@ class Settings:
             raise ConfigError("etcd_password: needs etcd_user")
         if self.profile not in PROFILES:
             raise ConfigError(f"profile: {self.profile!r} must be one of {', '.join(PROFILES)}")
+        if self.otel_endpoint is not None and not self.otel_endpoint.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                f"otel_endpoint: {self.otel_endpoint!r} must be a URL like http://HOST:4318"
+            )
         if self.advertise is not None and not self.advertise.startswith("tcp://"):
             raise ConfigError(f"advertise: {self.advertise!r} must look like tcp://HOST:PORT")
         if self.suspect_after <= self.heartbeat_interval:

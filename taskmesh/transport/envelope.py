@@ -5,12 +5,21 @@ One ZeroMQ frame carries a batch of envelopes from one sender::
     frame    = [version, sender, envelope, envelope, ...]     (a msgpack array)
     envelope = [kind, target, correlation_id, deadline_ms, payload]
     ask      = [ASK, target, correlation_id, deadline_ms, payload, idempotency_key]?
+    traced   = [kind, target, correlation_id, deadline_ms, payload, idempotency_key | None,
+                {"traceparent": ..., "tracestate": ...}]           (a TELL or an ASK)
 
 ``version`` is :data:`PROTOCOL_VERSION`; ``sender`` is the sending node's
 advertised address; ``target`` the actor name (``None`` for replies and
 heartbeats); ``deadline_ms`` the time the asker has left, in milliseconds
 (``None`` for no deadline), because clocks differ between machines: the
 receiver turns it into a local monotonic deadline.
+
+A tell or ask sent with tracing on (:mod:`taskmesh.tracing`) carries W3C
+trace context headers as a seventh element; an envelope without them is
+the same as before, so untraced traffic costs nothing more and a node
+reads the old format. (A node of an older release drops the seventh
+element's envelopes as malformed: turn tracing on once every node runs
+this one.) A node with tracing off delivers such a message without it.
 
 Envelopes are encoded in the sending thread, so a value msgpack cannot
 encode (:class:`~taskmesh.errors.InvalidMessage`) or an oversized message
@@ -54,9 +63,11 @@ __all__ = [
     "decode_frame",
     "encode_envelope",
     "encode_failure",
+    "encode_traced_envelope",
     "error_from_failure",
     "frame_prefix",
     "join_frame",
+    "trace_headers",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -122,6 +133,51 @@ def encode_envelope(
     if len(data) > max_size:
         raise MessageTooLarge(f"encoded message is {len(data)} bytes, the limit is {max_size}")
     return data
+
+
+def encode_traced_envelope(
+    kind: int,
+    target: str | None,
+    correlation_id: int,
+    deadline_ms: int | None,
+    payload: Any,
+    max_size: int,
+    idempotency_key: str | None,
+    headers: dict[str, str],
+) -> bytes:
+    """:func:`encode_envelope` with trace context ``headers`` (a tell or an
+    ask; sending thread). Same errors."""
+    envelope = [kind, target, correlation_id, deadline_ms, payload, idempotency_key, headers]
+    try:
+        data: bytes = _packb(envelope)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidMessage(f"message cannot be encoded as msgpack: {exc}") from exc
+    if len(data) > max_size:
+        raise MessageTooLarge(f"encoded message is {len(data)} bytes, the limit is {max_size}")
+    return data
+
+
+_MAX_HEADERS: Final = 4
+_MAX_HEADER: Final = 1024  # W3C: a tracestate of up to 512 characters; traceparent is 55
+
+
+def trace_headers(env: list[Any]) -> dict[str, str] | None:
+    """The trace headers of a seven-element envelope, or None if it is not
+    a well-formed traced tell or ask (then the frame is malformed). Checks
+    the shape only: a header that is no valid W3C value is ignored where it
+    is read, as the W3C propagator does."""
+    kind, key, headers = env[0], env[5], env[6]
+    if kind == TELL:
+        if key is not None:
+            return None
+    elif kind != ASK or not (key is None or type(key) is str):
+        return None
+    if type(headers) is not dict or len(headers) > _MAX_HEADERS:
+        return None
+    for name, value in headers.items():
+        if type(name) is not str or type(value) is not str or len(value) > _MAX_HEADER:
+            return None
+    return headers
 
 
 def encode_failure(correlation_id: int, exc: BaseException, max_size: int) -> bytes:

@@ -31,6 +31,7 @@ from taskmesh.transport.envelope import (
     encode_envelope,
     encode_failure,
     error_from_failure,
+    trace_headers,
 )
 from taskmesh.transport.router import InboundReply, Router
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from taskmesh.transport.flow import Inflow
     from taskmesh.transport.link import Link
     from taskmesh.transport.outbox import Outbox
+    from taskmesh.transport.traced import Arrivals
 
 __all__ = ["Answered", "Inbound", "hand_over"]
 
@@ -79,6 +81,7 @@ class Inbound:
         self.max_message_size = max_message_size
         self.limited = limited
         self.pong = encode_envelope(PONG, None, 0, None, None, 1 << 10)
+        self.trace: Arrivals | None = None  # tracing on: wraps traced payloads
 
     def _malformed(self, tally: Tally, why: str) -> None:
         tally.malformed += 1
@@ -145,6 +148,11 @@ class Inbound:
                 if type(env) is list and len(env) == 5 and env[0] == PING:
                     router.queue.append((identity, self.pong, 0))
                     continue
+                if type(env) is list and len(env) == 7:
+                    taken = self._traced(router, identity, sender, env)
+                    if taken >= 0:
+                        delivered += taken
+                        continue
                 self._malformed(tally, "bad envelope")
                 continue
             kind = env[0]
@@ -180,6 +188,22 @@ class Inbound:
         reply: ReplyTo = InboundReply(router, identity, cid)
         self.inflow.ask(router, identity, sender, env[1], env[4], reply, deadline, key)
         return 1
+
+    def _traced(self, router: Router, identity: bytes, sender: str, env: list[Any]) -> int:
+        """A tell or ask with trace context: delivered with it (wrapped by
+        the tracing hooks) when tracing is on here, without it when off.
+        Returns the messages delivered, or -1 if the envelope is malformed."""
+        headers = trace_headers(env)
+        if headers is None or type(env[1]) is not str:
+            return -1
+        trace = self.trace
+        if env[0] == TELL:
+            payload = env[4] if trace is None else trace.received(env[4], headers, sender, False)
+            self.inflow.tell(router, identity, sender, env[1], payload)
+            return 1
+        if trace is not None:
+            env[4] = trace.received(env[4], headers, sender, True)
+        return self._ask(router, identity, sender, env, env[5])
 
     def _too_long(self, tally: Tally, data: bytes, frame: list[Any]) -> bool:
         """Drop a frame longer than any honest sender builds: one message

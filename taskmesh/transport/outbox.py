@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from taskmesh.actors.future import Reply, no_waiting_on
+from taskmesh.actors.traced import untraced
 from taskmesh.errors import AskTimeout, ConfigError, PeerUnreachable
 from taskmesh.transport.envelope import ASK, TELL, decode_envelope
 from taskmesh.transport.link import DOWN, Link
@@ -192,7 +193,7 @@ class Outbox:
     def dead_letter(self, recipient: str, message: Any, reason: str, error: str = "") -> None:
         """Record one undelivered message in the one dead-letter store."""
         try:
-            self.dead_letters.record(recipient, message, reason, error)
+            self.dead_letters.record(recipient, untraced(message), reason, error)
         except Exception:
             log.exception("recording a dead letter failed")
 

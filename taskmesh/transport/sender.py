@@ -34,13 +34,15 @@ class Sender:
     socket waiting for its answer (other threads' messages to that peer
     wait meanwhile); a slower answer is read by the I/O thread."""
 
-    __slots__ = ("_io", "_max", "_outbox", "hold")
+    __slots__ = ("_io", "_max", "_outbox", "encode", "hold")
 
     def __init__(self, outbox: Outbox, io: IOThread, *, max_message_size: int, hold: float):
         self._outbox = outbox
         self._io = io
         self._max = max_message_size
         self.hold = hold
+        self.encode = encode_envelope
+        """How tells and asks are encoded: a traced sender adds trace context."""
 
     def tell(self, link: Link, target: str, message: Any, block: bool = True) -> None:
         """Queue a tell; a message that cannot be queued is a dead letter.
@@ -52,7 +54,7 @@ class Sender:
         I/O thread, an event loop), makes it a dead letter at once instead.
         """
         outbox = self._outbox
-        data = encode_envelope(TELL, target, 0, None, message, self._max)
+        data = self.encode(TELL, target, 0, None, message, self._max)
         if link.state == DOWN or outbox.stopping:
             outbox.dead_letter(f"{link.address}/{target}", message, "peer_unreachable", link.reason)
             return
@@ -74,7 +76,7 @@ class Sender:
         thread, so the event loop goes on meanwhile (the common case, credit
         at hand, costs nothing more than a tell)."""
         outbox = self._outbox
-        data = encode_envelope(TELL, target, 0, None, message, self._max)
+        data = self.encode(TELL, target, 0, None, message, self._max)
         if link.state == DOWN or outbox.stopping:
             outbox.dead_letter(f"{link.address}/{target}", message, "peer_unreachable", link.reason)
             return
@@ -157,11 +159,11 @@ class Sender:
         outbox = self._outbox
         cid = outbox.next_cid()
         if timeout is None:
-            data = encode_envelope(ASK, target, cid, None, message, self._max, key)
+            data = self.encode(ASK, target, cid, None, message, self._max, key)
             deadline = _INF
         else:
             ms = int(timeout * 1000)
-            data = encode_envelope(ASK, target, cid, ms, message, self._max, key)
+            data = self.encode(ASK, target, cid, ms, message, self._max, key)
             deadline = outbox.clock() + timeout
         if link.state == DOWN or outbox.stopping:
             raise outbox.unreachable(link)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from taskmesh.actors.deadletters import DeadLetters
 from taskmesh.errors import ActorNotFound, ConfigError, TransportError
@@ -19,10 +19,19 @@ from taskmesh.transport.ref import RemoteRef
 from taskmesh.transport.security import CurveKeys
 from taskmesh.transport.sender import Sender
 from taskmesh.transport.sockets import SocketOptions
+from taskmesh.transport.traced import Arrivals
 
-__all__ = ["Transport"]
+__all__ = ["TraceHooks", "Transport"]
 
 _LEAD_HOLD = 0.001  # s a sync asker may keep a link's socket waiting for its answer
+
+
+class TraceHooks(Arrivals, Protocol):
+    """Tracing, for the transport (see :mod:`taskmesh.transport.traced`)."""
+
+    def sender(self, outbox: Outbox, io: IOThread, *, max_message_size: int, hold: float) -> Sender:
+        """The sender to use (made once, with the transport)."""
+        ...
 
 
 def _no_actors(target: str, message: Any, reply: Any, deadline: Any, key: Any = None) -> None:
@@ -49,7 +58,8 @@ class Transport:
     (sent every ``heartbeat_interval`` s) for ``suspect_after`` s is
     reported ``suspect`` to :meth:`subscribe` listeners; a link down for
     ``stale_after`` s with nothing queued is closed (its peer left or moved;
-    a later ref opens a fresh one).
+    a later ref opens a fresh one). ``tracing`` turns on W3C trace context
+    in envelopes and spans per message (see :mod:`taskmesh.tracing`).
     """
 
     def __init__(
@@ -72,6 +82,7 @@ class Transport:
         lead_hold: float = _LEAD_HOLD,
         window: int = 2048,
         room: Room | None = None,
+        tracing: TraceHooks | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_message_size < 64:
@@ -103,9 +114,11 @@ class Transport:
             heartbeat_interval=heartbeat_interval, suspect_after=suspect_after,
             stale_after=stale_after, counters=self.counters, clock=clock,
         )  # fmt: skip
-        self._sender = Sender(
+        make_sender = Sender if tracing is None else tracing.sender
+        self._sender = make_sender(
             self._outbox, self._io, max_message_size=max_message_size, hold=lead_hold
         )
+        self._io.inbound.trace = tracing
         self._thread: threading.Thread | None = None
         self._stopped = False
 

@@ -42,6 +42,7 @@ class Cluster:
     """A fake resolver: holders in order, and which nodes are reachable."""
 
     ask_timeout = 5.0
+    tracing = None
 
     def __init__(self, *holders: Holder) -> None:
         self.holders = list(holders)

@@ -73,6 +73,7 @@ class Process:
     limiter of its own (its own etcd client and lease), like a real node."""
 
     ask_timeout = 10.0
+    tracing = None
 
     def __init__(self, etcd: str, cluster: str, holder: str, holders: list[Located]) -> None:
         self.holders = holders

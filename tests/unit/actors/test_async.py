@@ -71,6 +71,42 @@ def test_while_one_actor_awaits_the_others_run(system: ActorSystem) -> None:
     assert pending.get(30) == "nap"
 
 
+class Flooded(taskmesh.Actor):
+    """Its first message floods it with ``n`` more and has ``witness`` told."""
+
+    def __init__(self, n: int, witness: taskmesh.ActorRef) -> None:
+        self.n, self.witness, self.handled = n, witness, 0
+
+    async def receive(self, message: Any) -> Any:
+        self.handled += 1
+        if message == "flood":
+            for i in range(self.n):
+                self.ref.tell(i)
+            self.witness.tell(self)
+        return self.handled
+
+
+class Witness(taskmesh.Actor):
+    """Notes how many messages the flooded actor had handled when it ran."""
+
+    def __init__(self) -> None:
+        self.saw: list[int] = []
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, Flooded):
+            self.saw.append(message.handled)
+        return self.saw
+
+
+def test_a_flooded_actor_lets_the_other_actors_run_meanwhile(system: ActorSystem) -> None:
+    witness = system.spawn(Witness, name="witness")
+    flooded = system.spawn(Flooded, 20_000, witness, name="flooded")
+    flooded.tell("flood")
+    wait_until(lambda: witness.ask("saw") != [], message="the witness ran")
+    assert witness.ask("saw")[0] < 20_001  # before the flood was handled
+    assert flooded.ask("count") == 20_002  # and the flood was handled in full
+
+
 @pytest.mark.parametrize(("actor", "most"), [(Napper, 3), (SingleNapper, 1)])
 def test_max_concurrency_bounds_the_receives_that_overlap(
     system: ActorSystem, actor: type[Napper], most: int

@@ -22,6 +22,22 @@ def test_tells_arrive_in_order(system: ActorSystem, kind: Kind) -> None:
     assert ref.ask("handled") == list(range(1000))
 
 
+def test_tells_and_asks_of_one_sender_keep_their_order_and_their_messages(
+    system: ActorSystem, kind: Kind
+) -> None:
+    # An event loop's mailbox queues a plain tell bare and boxes the rest:
+    # messages shaped like its envelopes must come out as they went in.
+    ref = system.spawn(kind(Worker), name="w")
+    odd = [None, (1, "x", None, None), (0, "y", None, 5.0), [], 0, ("a",)]
+    replies = []
+    for i, message in enumerate(odd):
+        ref.tell(message)
+        replies.append(ref.ask_async(("asked", i), timeout=30))
+    assert [reply.get(30) for reply in replies] == [("asked", i) for i in range(len(odd))]
+    expected = [m for i, message in enumerate(odd) for m in (message, ("asked", i))]
+    assert ref.ask("handled") == expected
+
+
 def test_the_actors_own_exception_is_raised_to_the_asker(system: ActorSystem, kind: Kind) -> None:
     ref = system.spawn(kind(Worker), name="w")
     with pytest.raises(ValueError, match="boom"):

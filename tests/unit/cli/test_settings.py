@@ -51,6 +51,7 @@ def test_the_config_file_can_come_from_the_environment(tmp_path: Path) -> None:
         ({"log_format": "xml"}, "log_format"),
         ({"lease_ttl": 0}, "lease_ttl"),
         ({"cluster": "a/b"}, "cluster"),
+        ({"otel_endpoint": "collector:4318"}, "otel_endpoint"),
     ],
 )
 def test_bad_values_name_the_setting(flags: dict[str, object], message: str) -> None:
