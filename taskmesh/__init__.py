@@ -18,6 +18,7 @@ from taskmesh.actors import (
     Terminated,
 )
 from taskmesh.client import Client, connect
+from taskmesh.entities import Entity, EntityRef, EtcdStore, PostgresStore, StateStore
 from taskmesh.errors import (
     ActorNotFound,
     AskTimeout,
@@ -31,6 +32,8 @@ from taskmesh.errors import (
     PeerUnreachable,
     RemoteError,
     RestartIntensityExceeded,
+    StaleActivation,
+    StateTooLarge,
     TaskmeshError,
     WorkflowFailed,
     WorkflowNotFound,
@@ -52,6 +55,9 @@ __all__ = [
     "Client",
     "ConfigError",
     "DeadLetter",
+    "Entity",
+    "EntityRef",
+    "EtcdStore",
     "InvalidMessage",
     "InvalidName",
     "LimitTimeout",
@@ -60,8 +66,12 @@ __all__ = [
     "NameTaken",
     "Node",
     "PeerUnreachable",
+    "PostgresStore",
     "RemoteError",
     "RestartIntensityExceeded",
+    "StaleActivation",
+    "StateStore",
+    "StateTooLarge",
     "Supervisor",
     "TaskmeshError",
     "Terminated",

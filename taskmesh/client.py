@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from taskmesh.actors.future import Reply
 from taskmesh.actors.names import validate_capability, validate_name
 from taskmesh.addressing import CapabilityRef, Located, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, MemberInfo, Route
+from taskmesh.entities.service import Entities, for_client
 from taskmesh.errors import ClusterError, EtcdUnavailable
 from taskmesh.locator import Locator
 from taskmesh.ops.latency import LatencyHistogram
@@ -32,6 +34,7 @@ from taskmesh.transport.security import load_keys
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
+    from taskmesh.entities import EntityRef
     from taskmesh.platform import Workflow
 
 __all__ = ["Client", "connect"]
@@ -119,6 +122,8 @@ class Client:
         )
         self._named: dict[str, NamedRef] = {}
         self._workflows = WorkflowService(self.locator, self._view.client, cluster)
+        self._entities: Entities | None = None
+        self._entities_lock = threading.Lock()
         # the cluster's limits bind clients too (slots under a lease of the client's own)
         self._limiter = client_limiter(
             self._view, self.locator, send_timeout=send_timeout, ask_timeout=ask_timeout
@@ -149,6 +154,9 @@ class Client:
 
     def close(self) -> None:
         """Stop watching and close the transport (idempotent)."""
+        entities, self._entities = self._entities, None
+        if entities is not None:
+            entities.close()
         self._limiter.stop()
         self.transport.stop()
         self._view.stop(deregister=False)
@@ -186,6 +194,17 @@ class Client:
     def capability(self, capability: str, *, strategy: str = "round_robin") -> CapabilityRef:
         """A ref to whichever actor holds ``capability``."""
         return CapabilityRef(self.locator, validate_capability(capability), strategy)
+
+    def entity(self, entity_type: str, entity_id: str) -> EntityRef:
+        """A ref to the entity ``entity_id`` of ``entity_type`` (see
+        ``Node.host``). The first call starts watching the shard map."""
+        entities = self._entities
+        if entities is None:
+            with self._entities_lock:
+                if self._entities is None:
+                    self._entities = for_client(self).start(timeout=self._start_timeout)
+                entities = self._entities
+        return entities.ref(entity_type, entity_id)
 
     def tell(self, name: str, message: Any, *, block: bool = True) -> None:
         """Tell the actor ``name``; at most once. A full mailbox blocks until

@@ -13,6 +13,7 @@ __all__ = [
     "AskTimeout",
     "ClusterError",
     "ConfigError",
+    "EntityError",
     "EtcdUnavailable",
     "FencingError",
     "InvalidMessage",
@@ -26,6 +27,8 @@ __all__ = [
     "PeerUnreachable",
     "RemoteError",
     "RestartIntensityExceeded",
+    "StaleActivation",
+    "StateTooLarge",
     "TaskmeshError",
     "TransportError",
     "WorkflowError",
@@ -207,6 +210,27 @@ class FencingError(ClusterError):
     The fencing token (the leader key's revision) did not match; another
     node leads now. Leader duties stop at once; nothing needs doing.
     """
+
+
+# --- entities -----------------------------------------------------------------
+
+
+class EntityError(TaskmeshError):
+    """Base of the errors about sharded entities (``node.host``, ``node.entity``)."""
+
+
+class StaleActivation(EntityError):
+    """An entity's ``save()`` was refused: its activation no longer owns the
+    entity's shard (the shard moved, or this node lost its etcd lease), so
+    another activation may exist. Raised in the entity; the asker gets it as
+    the ask's error. Nothing was written; the entity is stopped and the next
+    message reaches the current owner."""
+
+
+class StateTooLarge(EntityError):
+    """An entity's state is larger than its store takes (``max_state_size``;
+    1 MiB for the etcd store). Raised by ``save()``; nothing was written.
+    Keep less state, or use the PostgreSQL store."""
 
 
 # --- platform (schedules, workflows) ------------------------------------------

@@ -29,6 +29,7 @@ from taskmesh.addressing import CapabilityRef, NamedRef
 from taskmesh.cluster import ClusterMember, ClusterSettings, EmbeddedEtcd, MemberInfo
 from taskmesh.cluster.member import default_node_id
 from taskmesh.deathwatch import DeathWatch, spawn_death_watch
+from taskmesh.entities.service import Entities, for_node
 from taskmesh.errors import ConfigError, NameTaken
 from taskmesh.locator import Locator
 from taskmesh.ops.introspect import spawn_introspector
@@ -43,6 +44,7 @@ from taskmesh.transport.security import load_keys
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
+    from taskmesh.entities import Entity, EntityRef, StateStore
     from taskmesh.platform import Limit, LimitInfo, Schedule, ScheduleInfo
 
 __all__ = ["Node"]
@@ -155,6 +157,8 @@ class Node:
         self.member: ClusterMember | None = None
         self.locator: Locator | None = None
         self._services: NodeServices | None = None
+        self.entities: Entities | None = None
+        """Sharded entities (``host``, ``entity``), once started."""
         self.death_watch: DeathWatch | None = None
         """Watches of actors across nodes (taskmesh.deathwatch), once started."""
         self._singletons = Singletons(self.system)
@@ -213,6 +217,8 @@ class Node:
                 tracing=self.tracing,
             )
             self.transport.subscribe(self.locator.on_peer_event)
+            self.entities = for_node(self).start()
+            self.system.fallback_deliver = self.entities.inbox.deliver  # `~` targets
             self._services = NodeServices(self).start()  # scheduler, workflow coordinator
             # ops: the `_ops` actor the cluster page and `taskmesh dead-letters` ask
             spawn_introspector(self)
@@ -250,6 +256,10 @@ class Node:
                 return
             self._state = "stopping"
         grace = self._grace_period if grace_period is None else grace_period
+        entities = self.entities
+        if entities is not None:
+            entities.drain(grace)  # hand shards over while still a member
+            entities.close()
         services, self._services = self._services, None
         if services is not None:
             services.stop()
@@ -365,6 +375,26 @@ class Node:
         if locator is None:
             raise ConfigError("refs need a running node: call start() first")
         return locator
+
+    # --- sharded entities (any thread; see taskmesh.entities) --------------------
+
+    def host(self, entity: type[Entity], *, store: StateStore | None = None) -> None:
+        """Host shards of ``entity``'s type on this node: the leader assigns
+        this node a share of them, and entities of those shards activate
+        here. ``store`` keeps persistent entities' state (default: the
+        cluster's etcd; ``taskmesh.PostgresStore(dsn)`` for larger fleets).
+        Every node that hosts a type declares it the same way."""
+        self._entities().host(entity, store)
+
+    def entity(self, entity_type: str, entity_id: str) -> EntityRef:
+        """A ref to the entity ``entity_id`` of ``entity_type``, wherever it runs."""
+        return self._entities().ref(entity_type, entity_id)
+
+    def _entities(self) -> Entities:
+        entities = self.entities
+        if entities is None or self._state != "running":
+            raise ConfigError("entities need a running node: call start() first")
+        return entities
 
     def reachable(self, node: str) -> bool:
         """Whether ``node`` is a live member this node does not suspect."""

@@ -40,6 +40,7 @@ __all__ = ["ActorInfo", "ActorSystem", "NameDirectory"]
 log = logging.getLogger("taskmesh.actors")
 
 TreeFailureCallback = Callable[[str, BaseException], None]
+FallbackDeliver = Callable[[str, Any, ReplyTo | None, float | None, str | None], bool]
 
 
 class NameDirectory(Protocol):
@@ -130,6 +131,11 @@ class ActorSystem:
         self._directory = directory
         self.node: Node | None = None
         """The :class:`~taskmesh.Node` that owns this system, if any."""
+        self.fallback_deliver: FallbackDeliver | None = None
+        """Called by :meth:`deliver` (I/O thread) for a target that names no
+        live actor here, before it counts as not found; True if it took the
+        message (a node's sharded entities use it for ``~`` targets). Only
+        the miss path pays for it."""
         root = Child(
             Guardian,
             "_guardian",
@@ -256,6 +262,9 @@ class ActorSystem:
         """
         cell = self._cells.get(name)
         if cell is None or not cell.alive:
+            fallback = self.fallback_deliver
+            if fallback is not None and fallback(name, message, reply, deadline, idempotency_key):
+                return None
             if reply is not None:
                 raise ActorNotFound(f"no actor named {name!r}")
             self.dead_letters.record(name, message, "actor_not_found")

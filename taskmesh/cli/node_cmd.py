@@ -38,6 +38,7 @@ from taskmesh.cli.app import (
 from taskmesh.cli.etcd_check import check_etcd
 from taskmesh.cli.settings import Settings, load_settings
 from taskmesh.cli.signals import StopSignals
+from taskmesh.entities.metrics import EntityCollector
 from taskmesh.errors import ConfigError, TaskmeshError
 from taskmesh.node import Node
 from taskmesh.ops import OpsServer, configure_logging
@@ -270,6 +271,7 @@ def _serve(settings: Settings, apps: list[Callable[[Node], Any]], signals: StopS
         if settings.metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(NodeCollector(node))
+            registry.register(EntityCollector(node))
             view = ClusterView(NodeSource(node), local=node)
             ops = OpsServer(
                 settings.metrics_host,

@@ -98,6 +98,14 @@ class LeaseKeeper:
         with self._lock:
             return self._lease if self._valid_locked() else None
 
+    @property
+    def deadline(self) -> float:
+        """The local deadline of the current lease (``clock()`` time), 0.0
+        without one: etcd cannot expire the lease before it. Read without a
+        lock (one float); for fencing work that must stop when the lease may
+        be gone (sharded entities)."""
+        return self._deadline if self._lease is not None else 0.0
+
     def require(self) -> int:
         """The current valid lease id, or raise `LeaseLost`."""
         lease = self.lease_id
