@@ -32,7 +32,7 @@ from taskmesh.actors.cell import DEAD, RUNNING, SUSPENDED, Cell, run_sync
 from taskmesh.actors.directives import Action, Directive
 from taskmesh.actors.flow import current_cell
 from taskmesh.actors.future import Reply, ReplyTo
-from taskmesh.actors.mailbox import STOP, TIMER, TRACED, Boxed, LoopMailbox
+from taskmesh.actors.mailbox import STOP, TIMER, TRACED, Boxed, Envelope, LoopMailbox, unbox
 from taskmesh.actors.traced import Traced
 from taskmesh.errors import ActorError
 
@@ -59,7 +59,9 @@ timers) for as long as it lasts; measured, it costs about 1% per message."""
 class LoopCell(Cell):
     """Runs one async actor on the event loop."""
 
-    __slots__ = ("_inflight", "_limit", "_loop", "_resume_handle", "_slot", "_sync_life", "_task")
+    __slots__ = (
+        "_inflight", "_limit", "_loop", "_resume_handle", "_slot", "_stash", "_sync_life", "_task",
+    )  # fmt: skip
 
     mailbox: LoopMailbox
 
@@ -85,6 +87,7 @@ class LoopCell(Cell):
         self._inflight: set[asyncio.Task[None]] | None = None
         self._slot: asyncio.Future[None] | None = None
         self._resume_handle: asyncio.TimerHandle | None = None
+        self._stash: Any = _NOTHING  # an item a drain took and left while it stopped
         # With concurrent receives a restart awaits them: that needs a task.
         self._sync_life = self._limit == 1 and lifecycle_is_sync(spec.actor)
 
@@ -102,6 +105,13 @@ class LoopCell(Cell):
 
     def _wake(self) -> None:
         self._loop.schedule(self)
+
+    def _held(self) -> list[Envelope]:
+        held = super()._held()
+        stash, self._stash = self._stash, _NOTHING
+        if stash is not _NOTHING:
+            held.append(unbox(stash))
+        return held
 
     def _kick(self) -> None:
         """Scheduled from the loop's own thread (another actor told it): a
@@ -192,15 +202,24 @@ class LoopCell(Cell):
         get = mailbox._queue.get
         concurrent = self._limit > 1
         lingered = False
-        held: Any = _NOTHING  # an item the burst took and left to this loop, or _EMPTY
+        # an item the burst took and left to this loop, or _EMPTY
+        held: Any = self._stash
+        self._stash = _NOTHING
         budget = FAIR_SHARE
         try:
             while True:
                 if not budget:
                     budget = FAIR_SHARE
                     await asyncio.sleep(0)  # a flooded actor lets the others run
-                if (mailbox.system or self._state is not RUNNING) and not await self._control():
-                    return
+                if mailbox.system or self._state is not RUNNING:
+                    if held is not _NOTHING and held is not _EMPTY:
+                        # Taken from the queue, not yet handled: a stop makes it
+                        # a dead letter (_held), a suspension keeps it for later.
+                        self._stash, held = held, _NOTHING
+                    if not await self._control():
+                        return
+                    if self._stash is not _NOTHING:
+                        held, self._stash = self._stash, _NOTHING
                 if concurrent and self._inflight and len(self._inflight) >= self._limit:
                     self._slot = asyncio.get_running_loop().create_future()
                     await self._slot

@@ -14,7 +14,9 @@ import pytest
 
 import taskmesh
 from taskmesh.actors import ActorSystem
+from taskmesh.actors.directives import Action, Directive
 from taskmesh.actors.future import Reply, forbid_waiting
+from taskmesh.actors.mailbox import Boxed
 from taskmesh.errors import ActorError
 from tests.unit.actors.support import Both, Gate, Kind, Worker
 from tests.waiting import wait_until
@@ -370,3 +372,49 @@ def test_deliver_from_an_io_thread_reaches_async_actors_in_order(system: ActorSy
     for i, ref in enumerate(refs):
         expected = [m for n in range(i, 3_000, 3) for m in (n, -n)]
         assert ref.ask("seen") == expected
+
+
+class Held(taskmesh.Actor):
+    """Waits in its first receive until ``go`` is set."""
+
+    def __init__(self, go: threading.Event) -> None:
+        self.go = go
+
+    async def receive(self, message: Any) -> Any:
+        while message == "first" and not self.go.is_set():
+            await asyncio.sleep(0.005)
+        return message
+
+
+class _StopsWhenAnAskIsTaken:
+    """A cell's queue that posts a stop to the cell right after handing out
+    a boxed envelope: the race of a supervisor's directive with the drain."""
+
+    def __init__(self, queue: Any, cell: Any) -> None:
+        self.queue = queue
+        self.cell = cell
+
+    def get(self, block: bool = True) -> Any:
+        item = self.queue.get(block)
+        if type(item) is Boxed:
+            self.cell.post(Directive(Action.STOP))
+        return item
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+
+def test_a_message_taken_as_a_stop_lands_fails_its_ask_instead_of_vanishing(
+    system: ActorSystem,
+) -> None:
+    go = threading.Event()
+    ref = system.spawn(Held, go, name="held")
+    assert ref.ask("ready") == "ready"
+    cell = system._cells["held"]
+    wait_until(lambda: cell._task is None, message="the drain ended")
+    cell.mailbox._queue = _StopsWhenAnAskIsTaken(cell.mailbox._queue, cell)
+    ref.tell("first")
+    pending = ref.ask_async("second", timeout=30)
+    go.set()
+    with pytest.raises(taskmesh.ActorNotFound, match="stopped before handling"):
+        pending.get(20)
