@@ -1,6 +1,6 @@
 """Flow control between nodes: a full mailbox slows its remote senders down.
 
-Credit per destination actor. A sender may have ``window`` tells to one
+Credit per destination actor (per type for entities: see :func:`flow_key`). A sender may have ``window`` tells to one
 actor that the receiving node has not yet taken (``Sender.tell`` takes a
 ticket per tell and waits, within its send timeout, while its tickets run
 ahead of the credit granted). The receiving node grants credit back as it
@@ -37,10 +37,22 @@ if TYPE_CHECKING:
     from taskmesh.transport.outbox import Outbox
     from taskmesh.transport.router import Router
 
-__all__ = ["CREDIT_BATCH", "Deliver", "Inflow", "Room"]
+__all__ = ["CREDIT_BATCH", "Deliver", "Inflow", "Room", "flow_key"]
 
 CREDIT_BATCH: Final = 64
 """Tells credited back in one CREDIT envelope (a sender's window is larger)."""
+
+
+def flow_key(target: str) -> str:
+    """What credit is counted per: the actor's name, or for an entity target
+    (``~type/token/id``) its type. Entity ids are unbounded over a node's life
+    and their messages never park (a full entity refuses), so credit per id
+    would only grow both sides' tables; per type it still paces a flood."""
+    if target[0] != "~":
+        return target
+    cut = target.find("/")
+    return target if cut < 0 else target[:cut]
+
 
 Deliver = Callable[..., bool | None]
 """``deliver(target, message, reply, deadline[, idempotency_key])``: hand an
@@ -193,6 +205,8 @@ class Inflow:
                 del self.parked[target]
 
     def _credit(self, router: Router, identity: bytes, target: str) -> None:
+        if target[0] == "~":
+            target = flow_key(target)
         owed = self.owed.get(identity)
         if owed is None:
             owed = self.owed[identity] = {}
@@ -213,7 +227,7 @@ class Inflow:
             for target, n in owed.items():
                 if n:
                     router.queue.append((identity, self._grant(target, n), 0))
-                    owed[target] = 0
+            owed.clear()  # all granted: the table holds only what is owed
         self.roomy.extend(t for t in self.parked if t not in self.watching)
 
     def forget(self, identity: bytes) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from taskmesh.actors.future import Reply, no_waiting_on
 from taskmesh.errors import ActorError, AskTimeout, MailboxFull, PeerUnreachable
 from taskmesh.transport.envelope import ASK, TELL, encode_envelope
+from taskmesh.transport.flow import flow_key
 from taskmesh.transport.iothread import IOThread
 from taskmesh.transport.lead import lead
 from taskmesh.transport.link import DOWN, Link
@@ -59,12 +60,13 @@ class Sender:
             outbox.dead_letter(f"{link.address}/{target}", message, "peer_unreachable", link.reason)
             return
         if link.window:
-            tickets = link.tickets.get(target)
+            key = target if target[0] != "~" else flow_key(target)
+            tickets = link.tickets.get(key)
             if tickets is None:
-                tickets = link.tickets.setdefault(target, itertools.count())
+                tickets = link.tickets.setdefault(key, itertools.count())
             ticket = next(tickets)
-            if ticket >= link.granted.get(target, link.window) and not self._wait_credit(
-                link, target, message, ticket, block
+            if ticket >= link.granted.get(key, link.window) and not self._wait_credit(
+                link, target, key, message, ticket, block
             ):
                 return
         if not outbox.enqueue(link, data):
@@ -81,20 +83,25 @@ class Sender:
             outbox.dead_letter(f"{link.address}/{target}", message, "peer_unreachable", link.reason)
             return
         if link.window:
-            ticket = next(link.tickets.setdefault(target, itertools.count()))
-            if ticket >= link.granted.get(target, link.window):
+            key = flow_key(target)
+            ticket = next(link.tickets.setdefault(key, itertools.count()))
+            if ticket >= link.granted.get(key, link.window):
                 loop = asyncio.get_running_loop()
-                wait = functools.partial(self._wait_credit, link, target, message, ticket, True)
+                wait = functools.partial(
+                    self._wait_credit, link, target, key, message, ticket, True
+                )
                 if not await loop.run_in_executor(None, wait):
                     return
         if not outbox.enqueue(link, data):
             reason = "peer_unreachable" if link.state == DOWN else "queue_full"
             outbox.dead_letter(f"{link.address}/{target}", message, reason, link.reason)
 
-    def _wait_credit(self, link: Link, target: str, message: Any, ticket: int, block: bool) -> bool:
-        """Wait until the peer's credit covers ``ticket``; False once the
-        message was refused (dead letter; raises MailboxFull when the caller
-        blocked in vain)."""
+    def _wait_credit(
+        self, link: Link, target: str, key: str, message: Any, ticket: int, block: bool
+    ) -> bool:
+        """Wait until the peer's credit for ``key`` (``flow_key(target)``)
+        covers ``ticket``; False once the message was refused (dead letter;
+        raises MailboxFull when the caller blocked in vain)."""
         outbox = self._outbox
         where = f"{link.address}/{target}"
         never = no_waiting_on(get_ident())
@@ -106,13 +113,13 @@ class Sender:
             window = link.window
 
             def covered() -> bool:
-                return ticket < link.granted.get(target, window) or link.epoch != epoch
+                return ticket < link.granted.get(key, window) or link.epoch != epoch
 
             while True:
                 if link.epoch != epoch:  # the counts started afresh: a new ticket
                     epoch = link.epoch
-                    ticket = next(link.tickets.setdefault(target, itertools.count()))
-                if ticket < link.granted.get(target, window):
+                    ticket = next(link.tickets.setdefault(key, itertools.count()))
+                if ticket < link.granted.get(key, window):
                     return True
                 if link.state == DOWN or outbox.stopping:
                     outbox.dead_letter(where, message, "peer_unreachable", link.reason)
@@ -133,7 +140,7 @@ class Sender:
             error = f"the mailbox of {where} is full" + (f" ({never} never waits)" if never else "")
         with link.lock:  # give the ticket back: this tell never goes out
             if link.epoch == epoch:
-                link.granted[target] = link.granted.get(target, link.window) + 1
+                link.granted[key] = link.granted.get(key, link.window) + 1
         outbox.dead_letter(where, message, "mailbox_full", error)
         if block:
             raise MailboxFull(error)

@@ -214,3 +214,22 @@ def test_a_sync_ask_made_on_the_io_thread_raises_and_sends_nothing() -> None:
         client.stop()
         server.stop()
         other.stop()
+
+
+def test_credit_for_entity_targets_is_counted_per_type_so_its_tables_stay_small(
+    pair: tuple[Transport, Transport, Recorder],
+) -> None:
+    """Entity ids are unbounded over a node's life: tells to 5,000 ids of one
+    type (more than a credit window) all arrive, and the flow-control tables
+    on both sides hold one entry for the type, not one per id."""
+    server, client, recorder = pair
+    ids = [f"~device/1/dock-{i}" for i in range(5_000)]
+    for target in ids:
+        client.ref(server.address, target).tell("ping")
+    wait_until(lambda: len(recorder.calls) == len(ids), timeout=30, message="every tell")
+    assert [call[0] for call in recorder.calls] == ids
+    link = client._outbox.links[server.address]
+    assert set(link.tickets) == {"~device"}
+    wait_until(lambda: set(link.granted) == {"~device"}, timeout=30, message="credit back")
+    owed = server._io.inflow.owed
+    wait_until(lambda: all(not o for o in owed.values()), timeout=30, message="all granted")
