@@ -124,6 +124,7 @@ class Node:
         self.ask_timeout = ask_timeout
         self.ask_latency = LatencyHistogram()
         """Latency of the asks this node sent through its refs."""
+        self._registrar = Registrar(lambda: self.member)
         self.system = ActorSystem(
             mailbox_size=mailbox_size,
             ask_timeout=ask_timeout,
@@ -131,7 +132,7 @@ class Node:
             max_restarts=max_restarts,
             within=within,
             backoff=backoff,
-            directory=Registrar(lambda: self.member),
+            directory=self._registrar,
         )
         self.system.node = self
         self.dead_letters = self.system.dead_letters
@@ -336,11 +337,13 @@ class Node:
             raise NameTaken(f"names taken by live actors here: {sorted(local)[:5]}")
         member = self.member
         member.register_many(wanted, capabilities=actor.capabilities)
+        self._registrar.claimed(wanted)
         refs: list[ActorRef] = []
         try:
             for name in wanted:
                 refs.append(self.spawn(actor, *args, name=name, **kwargs))
         except BaseException:
+            self._registrar.unclaimed(wanted[len(refs) :])
             member.registrar.unregister_many(wanted[len(refs) + 1 :])  # claimed, never started
             raise
         return refs

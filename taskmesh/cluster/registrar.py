@@ -34,7 +34,7 @@ __all__ = ["Registrar", "Registration"]
 _log = logging.getLogger("taskmesh.cluster.registrar")
 
 _BATCH = 64
-_IN_FLIGHT = 4
+_IN_FLIGHT = 8
 _MAX_OPS = 128
 
 
