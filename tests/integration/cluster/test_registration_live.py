@@ -89,7 +89,11 @@ def test_a_registration_waits_for_a_new_lease_when_its_lease_is_gone(
         assert a.lease.lease_id not in (None, lease)
         for name in ("before", "after"):
             wait_until(lambda n=name: probe.get(a.keys.name(n)) is not None, 10, what=name)
-        assert {r.actor for r in a.routing.routes("cap")} == {"before", "after"}
+        # the routes come through the watch, after the names are in etcd
+        wait_until(
+            lambda: {r.actor for r in a.routing.routes("cap")} == {"before", "after"},
+            10, what="both routes",
+        )  # fmt: skip
 
 
 def test_a_registration_while_etcd_is_down_fails_clearly_and_leaves_nothing(
