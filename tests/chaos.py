@@ -43,6 +43,7 @@ import taskmesh
 from taskmesh.cluster import EmbeddedEtcd
 from tests.etcd_fixtures import unique_cluster
 from tests.integration.node.support import NodeProcess
+from tests.waiting import wait_until
 
 NODES = ("c1", "c2", "c3")
 KILLABLE = ("c2", "c3")
@@ -265,20 +266,21 @@ class Chaos:
         report.unaccounted = sorted(set(self.sent) - seen - dead_seqs)
 
     def leaks(self, me: psutil.Process, threads_before: int) -> None:
-        deadline = time.monotonic() + 30
-        while True:
+        def alive() -> list[psutil.Process]:
             children = [p for p in me.children(recursive=True) if p.is_running()]
-            alive = [p for p in children if p.status() != psutil.STATUS_ZOMBIE]
+            return [p for p in children if p.status() != psutil.STATUS_ZOMBIE]
+
+        def gone() -> bool:
+            return not alive() and threading.active_count() <= threads_before
+
+        try:
+            wait_until(gone, 30, interval=0.1, message="the run's processes and threads to end")
+        except AssertionError:
+            self.report.leaked = [f"process {p.pid} {p.name()}" for p in alive()]
             extra = threading.active_count() - threads_before
-            if not alive and extra <= 0:
-                return
-            if time.monotonic() > deadline:
-                self.report.leaked = [f"process {p.pid} {p.name()}" for p in alive]
-                if extra > 0:
-                    names = sorted(t.name for t in threading.enumerate())
-                    self.report.leaked.append(f"{extra} threads: {names}")
-                return
-            time.sleep(0.1)  # polling the teardown with a deadline
+            if extra > 0:
+                names = sorted(t.name for t in threading.enumerate())
+                self.report.leaked.append(f"{extra} threads: {names}")
 
 
 def seed_from_environment() -> int:

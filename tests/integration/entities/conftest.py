@@ -1,4 +1,5 @@
-"""Node processes hosting the test entities, on an etcd of their own."""
+"""Node processes hosting the test entities (a cluster of their own on the
+module's etcd, ``etcd_url``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from taskmesh.cluster import EmbeddedEtcd
 from tests.etcd_fixtures import unique_cluster
 from tests.integration.node.support import NodeProcess, cli
 
@@ -50,17 +50,8 @@ class Fleet:
 
 
 @pytest.fixture
-def etcd() -> Iterator[EmbeddedEtcd]:
-    server = EmbeddedEtcd().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def fleet(etcd: EmbeddedEtcd) -> Iterator[Fleet]:
-    group = Fleet(etcd.endpoint)
+def fleet(etcd_url: str) -> Iterator[Fleet]:
+    group = Fleet(etcd_url)
     try:
         yield group
     finally:

@@ -62,7 +62,7 @@ class Sender(threading.Thread):
             for entity_id in IDS:
                 self.client.entity("device", entity_id).tell({"op": "add", "seq": self.next})
             self.next += 1
-            time.sleep(0.02)  # pacing the traffic (50 rounds/s), not waiting for anything
+            self.halt.wait(0.02)  # paces the traffic (50 rounds/s); a stop ends it at once
 
 
 def test_entities_activate_passivate_move_with_their_state_and_survive_a_drain_and_a_kill(

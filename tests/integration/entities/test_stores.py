@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from taskmesh.cluster import EmbeddedEtcd
 from taskmesh.cluster.etcd import EtcdClient
 from taskmesh.entities import EtcdStore, PostgresStore, StateStore, StoreContext
 from taskmesh.entities.layout import EntityKeys
@@ -23,15 +22,6 @@ Grant = Callable[[int], int]
 
 
 @pytest.fixture(scope="module")
-def etcd() -> Iterator[EmbeddedEtcd]:
-    server = EmbeddedEtcd().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
 def pg_dsn() -> Iterator[str]:
     with postgres_server() as dsn:
         yield dsn
@@ -39,9 +29,9 @@ def pg_dsn() -> Iterator[str]:
 
 @pytest.fixture(params=["etcd", "postgres"])
 def store(
-    request: pytest.FixtureRequest, etcd: EmbeddedEtcd, pg_dsn: str
+    request: pytest.FixtureRequest, etcd_url: str, pg_dsn: str
 ) -> Iterator[tuple[StateStore, Grant]]:
-    client = EtcdClient(etcd.endpoint)
+    client = EtcdClient(etcd_url)
     cluster = unique_cluster()
     context = StoreContext(cluster, client, EntityKeys(cluster))
     try:
