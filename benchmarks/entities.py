@@ -138,6 +138,8 @@ def rehoming(client: taskmesh.Client, nodes: dict[str, NodeProcess]) -> tuple[fl
     first answer from an entity of its shards), in seconds after the kill."""
     leader = client.leader()
     victim = next(n for n in NODES if n != leader)
+    # The shard map is read only to pick an entity the victim owns and to see
+    # the shards move; the figure itself is the public ask's first answer.
     entities = client._entities
     assert entities is not None
     view = entities.map.view("bench")
