@@ -30,7 +30,6 @@ import logging
 import threading
 from _thread import get_ident
 from collections.abc import Callable
-from typing import Final
 
 import zmq
 
@@ -45,6 +44,7 @@ from taskmesh.transport.links import Links
 from taskmesh.transport.liveness import Liveness
 from taskmesh.transport.outbound import BATCH_BYTES
 from taskmesh.transport.outbox import Outbox, Waker
+from taskmesh.transport.poller import Poller
 from taskmesh.transport.router import Router
 from taskmesh.transport.security import Authenticator
 from taskmesh.transport.sockets import SocketOptions, bind_router
@@ -52,8 +52,6 @@ from taskmesh.transport.sockets import SocketOptions, bind_router
 __all__ = ["IOThread"]
 
 log = logging.getLogger("taskmesh.transport")
-
-_POLLIN: Final = int(zmq.POLLIN)
 
 
 class IOThread:
@@ -100,7 +98,7 @@ class IOThread:
         self.router: Router | None = None
         self.context: zmq.Context[zmq.Socket[bytes]] | None = None
         self.authenticator: Authenticator | None = None
-        self.poller = zmq.Poller()
+        self.poller = Poller()
         self.links = Links(
             outbox, self.inbound, self.liveness, counters, self.answered, self.poller,
             options, self.batch_bytes,
@@ -125,7 +123,7 @@ class IOThread:
             max_message_size=self.inbound.max_message_size,
             batch_bytes=self.batch_bytes, limited=self.limited,
         )  # fmt: skip
-        self.poller.register(self.router.fd, _POLLIN)
+        self.poller.register(self.router.fd)
 
     # --- the loop -----------------------------------------------------------------
 
@@ -139,7 +137,7 @@ class IOThread:
             self._close(set())
             self.ready.set()
             return
-        self.poller.register(self.waker.fd, _POLLIN)
+        self.poller.register(self.waker.fd)
         me = get_ident()
         self.outbox.io_thread = me
         forbid_waiting(me)
@@ -208,7 +206,7 @@ class IOThread:
                     router.unread = True
                 elif polled == waker.fd:
                     waker.drain()
-                elif type(polled) is int:
+                elif isinstance(polled, int):
                     readable = by_fd.get(polled)
                     if readable is not None:
                         links.readable(readable)

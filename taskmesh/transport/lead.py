@@ -18,9 +18,6 @@ makes sure the I/O thread watches the socket (``Outbox.attention``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
-
-import zmq
 
 from taskmesh.transport.inbound import Answered, Inbound, hand_over
 from taskmesh.transport.link import UP, Link
@@ -28,9 +25,6 @@ from taskmesh.transport.outbound import flush
 from taskmesh.transport.outbox import Outbox
 
 __all__ = ["lead"]
-
-_POLLIN: Final = int(zmq.POLLIN)
-_zmq_poll = zmq.zmq_poll
 
 
 def lead(
@@ -68,7 +62,6 @@ def lead(
         flush(link, prefix, batch_bytes)
         if link.carry is None:
             end = outbox.clock() + hold
-            items = [(sock, _POLLIN)]
             read = inbound.read_link
             while True:
                 left = end - outbox.clock()
@@ -76,7 +69,7 @@ def lead(
                     break
                 if until is not None and until():
                     break
-                if _zmq_poll(items, max(1, int(left * 1000))) and read(link, answered, cid):
+                if read(link, answered, cid, max(1, int(left * 1000))):
                     break
         if link.queue and link.carry is None and link.state == UP:
             flush(link, prefix, batch_bytes)  # sent meanwhile by other threads

@@ -62,6 +62,7 @@ class Link:
         "tally",
         "tickets",
         "unanswered",
+        "wait_ms",
         "window",
     )
 
@@ -97,6 +98,7 @@ class Link:
         self.unanswered = 0  # asks and pings sent on the socket, answers not yet read
         self.credit_due = 0  # tells sent on the socket, not yet credited back
         self.seen = False  # a frame arrived since the last heartbeat tick
+        self.wait_ms = -1  # the RCVTIMEO set on ``socket`` (-1: ZeroMQ's default)
         self.tally = Tally()
         # I/O thread only (``polled``: set under ``lock``, cleared without it):
         self.fd = -1  # the socket's ZMQ_FD, which the I/O thread polls

@@ -10,7 +10,6 @@ holding it sends the queue itself, and hands the link back through
 from __future__ import annotations
 
 import logging
-from typing import Final
 
 import zmq
 
@@ -20,13 +19,12 @@ from taskmesh.transport.link import CONNECTING, DOWN, UP, Link
 from taskmesh.transport.liveness import Liveness
 from taskmesh.transport.outbound import fail_queued, flush
 from taskmesh.transport.outbox import Outbox
+from taskmesh.transport.poller import Poller
 from taskmesh.transport.sockets import Context, SocketOptions, open_dealer
 
 __all__ = ["Links"]
 
 log = logging.getLogger("taskmesh.transport")
-
-_POLLIN: Final = int(zmq.POLLIN)
 
 
 class Links:
@@ -39,7 +37,7 @@ class Links:
         liveness: Liveness,
         counters: Counters,
         answered: Answered,
-        poller: zmq.Poller,
+        poller: Poller,
         options: SocketOptions,
         batch_bytes: int,
     ) -> None:
@@ -70,11 +68,15 @@ class Links:
         self.links.append(link)
         self.by_fd[fd] = link
         self.by_monitor[monitor] = link
-        self.poller.register(monitor, _POLLIN)
+        self.poller.register(monitor)
         try:
             sock.connect(link.address)
         except zmq.ZMQError as exc:
             self.liveness.down(link, f"cannot connect: {exc}")
+            return
+        # The monitor's descriptor is signalled only once a read has found
+        # its pipe empty: read it now, so its first event wakes the poll.
+        self.liveness.read_monitor(link)
 
     def send(self, link: Link) -> None:
         """Send what ``link`` has queued, unless a sync asker holds its
@@ -143,7 +145,7 @@ class Links:
             else:
                 self.blocked.discard(link)
             if not link.polled and link.state != DOWN:
-                self.poller.register(link.fd, _POLLIN)
+                self.poller.register(link.fd)
                 link.polled = True
                 self.inbound.service(link, self.answered)
         else:

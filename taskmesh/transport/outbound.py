@@ -21,6 +21,7 @@ __all__ = ["BATCH_BYTES", "fail_queued", "flush"]
 
 BATCH_BYTES: Final = 256 * 1024  # a frame stops growing past this
 _BATCH_COUNT: Final = 4096
+_send = zmq.backend.Socket.send  # without pyzmq's Python wrapper: see router.py
 _COPY_THRESHOLD: Final = 64 * 1024  # zero-copy sends only pay for big frames
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 
@@ -71,7 +72,10 @@ def flush(link: Link, prefix: bytes, batch_bytes: int) -> None:
             if link.window:
                 link.credit_due += tells
         try:
-            sock.send(frame, _NOBLOCK, copy=len(frame) < _COPY_THRESHOLD)
+            if len(frame) < _COPY_THRESHOLD:
+                _send(sock, frame, _NOBLOCK)
+            else:
+                _send(sock, frame, _NOBLOCK, False)
         except zmq.Again:
             link.carry = frame
             link.blocked = True  # retried each millisecond, or when the fd says so
