@@ -2,8 +2,8 @@
 
     python benchmarks/spawns.py [--actors 5000]
 
-Starts a node with an embedded etcd and spawns ``--actors`` named actors
-with a capability each, three ways in one run:
+Starts a node with an embedded etcd (a fresh one per row) and spawns
+``--actors`` named actors with a capability each, several ways in one run:
 
 - ``spawn`` in a loop (one etcd round trip per name, the public default);
 - ``spawn`` from 8 threads (concurrent claims share transactions);
@@ -53,58 +53,40 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=5000)
     n = parser.parse_args().actors
     rows: list[tuple[str, float]] = []
-    with taskmesh.Node(cluster="spawns") as node:
+
+    def measure(label: str, run: Any) -> None:
+        # A fresh node (and embedded etcd) per row: what one row left behind
+        # (thousands of names, their history) does not slow the next.
+        with taskmesh.Node(cluster="spawns") as node:
+            rows.append((label, rate(n, lambda: run(node))))
+
+    def loop(node: taskmesh.Node, actor: type[taskmesh.Actor]) -> None:
+        for i in range(n):
+            node.spawn(actor, name=f"a{i}")
+
+    def threaded(node: taskmesh.Node) -> None:
+        def part(k: int) -> None:
+            for i in range(k, n, 8):
+                node.spawn(Sensor, name=f"b{i}")
+
+        threads = [threading.Thread(target=part, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def register_only(node: taskmesh.Node) -> None:
         member = node.member
         assert member is not None
+        member.register_many([f"d{i}" for i in range(n)], capabilities=["sensor"])
 
-        def loop(prefix: str) -> None:
-            for i in range(n):
-                node.spawn(Sensor, name=f"{prefix}{i}")
-
-        def loop_light(prefix: str) -> None:
-            for i in range(n):
-                node.spawn(LightSensor, name=f"{prefix}{i}")
-
-        def threaded(prefix: str) -> None:
-            def part(k: int) -> None:
-                for i in range(k, n, 8):
-                    node.spawn(Sensor, name=f"{prefix}{i}")
-
-            threads = [threading.Thread(target=part, args=(k,)) for k in range(8)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-
-        def stop_all() -> None:
-            for name in node.system.names():
-                if not name.startswith("_"):
-                    node.system._cells[name].stop_and_wait(10)
-
-        rows.append(("spawn, one by one", rate(n, lambda: loop("a"))))
-        stop_all()
-        rows.append(("spawn, 8 threads", rate(n, lambda: threaded("b"))))
-        stop_all()
-        rows.append(
-            ("spawn_many", rate(n, lambda: node.spawn_many(Sensor, [f"c{i}" for i in range(n)])))
-        )
-        stop_all()
-        rows.append(("spawn, one by one, async actors", rate(n, lambda: loop_light("e"))))
-        stop_all()
-        rows.append(
-            (
-                "spawn_many, async actors",
-                rate(n, lambda: node.spawn_many(LightSensor, [f"f{i}" for i in range(n)])),
-            )
-        )
-        stop_all()
-        names = [f"d{i}" for i in range(n)]
-        rows.append(
-            (
-                "register_many only (internal: etcd part, no actors)",
-                rate(n, lambda: member.register_many(names, capabilities=["sensor"])),
-            )
-        )
+    names = [f"c{i}" for i in range(n)]
+    measure("spawn, one by one", lambda node: loop(node, Sensor))
+    measure("spawn, 8 threads", threaded)
+    measure("spawn_many", lambda node: node.spawn_many(Sensor, names))
+    measure("spawn, one by one, async actors", lambda node: loop(node, LightSensor))
+    measure("spawn_many, async actors", lambda node: node.spawn_many(LightSensor, names))
+    measure("register_many only (internal: etcd part, no actors)", register_only)
     base = rows[0][1]
     print(f"{'way':<55} {'actors/s':>10} {'ratio':>7}")
     for label, value in rows:

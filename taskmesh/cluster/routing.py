@@ -99,12 +99,15 @@ class RoutingTable:
         self.node = node
         self._load_of = load_of
         self._lock = threading.Lock()
-        self._table: dict[str, set[Route]] = {}
+        # Per capability, its holders by (node, actor): a watch event touches
+        # one entry, not a scan of every holder (5,000 holders made it O(N^2)).
+        self._table: dict[str, dict[tuple[str, str], Route]] = {}
         self._mine: dict[str, tuple[frozenset[str], str]] = {}
         self._suspects: set[str] = set()
         # A random start: short-lived processes (one CLI call each) spread out.
         self._counter = itertools.count(random.randrange(1 << 20))
         self._rings: dict[str, _Ring] = {}
+        self._healthy_cache: dict[str, list[Route]] = {}  # cleared with _rings
         self.version = 0
         """Bumped (under the lock) whenever the table or the suspects change,
         so callers may cache what they derived from it."""
@@ -214,6 +217,7 @@ class RoutingTable:
         with self._lock:
             self._suspects.add(node)
             self._rings.clear()
+            self._healthy_cache.clear()
             self.version += 1
 
     def clear_suspect(self, node: str) -> None:
@@ -221,6 +225,7 @@ class RoutingTable:
         with self._lock:
             self._suspects.discard(node)
             self._rings.clear()
+            self._healthy_cache.clear()
             self.version += 1
 
     @property
@@ -234,16 +239,22 @@ class RoutingTable:
     def capabilities(self) -> dict[str, list[Route]]:
         """The whole table: capability to its holders (suspects included)."""
         with self._lock:
-            return {cap: sorted(routes) for cap, routes in self._table.items() if routes}
+            return {cap: sorted(routes.values()) for cap, routes in self._table.items() if routes}
 
     def routes(self, capability: str) -> list[Route]:
         """Holders of ``capability`` that are not suspect, sorted."""
         with self._lock:
-            return self._healthy(capability)
+            return list(self._healthy(capability))
 
     def _healthy(self, capability: str) -> list[Route]:
-        held = self._table.get(capability, ())
-        return sorted(r for r in held if r.node not in self._suspects)
+        """The caller holds the lock; the list is shared: do not change it."""
+        healthy = self._healthy_cache.get(capability)
+        if healthy is None:
+            held = self._table.get(capability)
+            suspects = self._suspects
+            healthy = sorted(r for r in held.values() if r.node not in suspects) if held else []
+            self._healthy_cache[capability] = healthy
+        return healthy
 
     def pick(
         self,
@@ -261,11 +272,13 @@ class RoutingTable:
         on the ring, as it would if those nodes had left.
         """
         with self._lock:
-            routes = [r for r in self._healthy(capability) if r.node not in exclude]
+            routes = self._healthy(capability)
+            if exclude:
+                routes = [r for r in routes if r.node not in exclude]
             if not routes:
                 return []
             if strategy == "broadcast":
-                return routes
+                return list(routes)
             if strategy == "round_robin":
                 return [routes[next(self._counter) % len(routes)]]
             if strategy == "consistent_hash":
@@ -296,21 +309,22 @@ class RoutingTable:
         return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
     def _reset(self, kvs: list[KeyValue], revision: int) -> None:
-        table: dict[str, set[Route]] = {}
+        table: dict[str, dict[tuple[str, str], Route]] = {}
         for kv in kvs:
             parsed = self._parse(kv.key)
             if parsed:
                 cap, node, actor = parsed
                 address = str(decode(kv.value).get("address", ""))
-                table.setdefault(cap, set()).add(Route(node, actor, address))
+                table.setdefault(cap, {})[(node, actor)] = Route(node, actor, address)
         with self._lock:
             self._table = table
             self._rings.clear()
+            self._healthy_cache.clear()
             self.version += 1
             have = {
                 (r.actor, cap)
                 for cap, routes in table.items()
-                for r in routes
+                for r in routes.values()
                 if r.node == self.node
             }
             missing = any(
@@ -325,13 +339,14 @@ class RoutingTable:
             return
         cap, node, actor = parsed
         with self._lock:
-            held = self._table.setdefault(cap, set())
-            for route in [r for r in held if r.node == node and r.actor == actor]:
-                held.discard(route)
+            held = self._table.setdefault(cap, {})
             if event.kind == "put":
                 address = str(decode(event.kv.value).get("address", ""))
-                held.add(Route(node, actor, address))
+                held[(node, actor)] = Route(node, actor, address)
+            else:
+                held.pop((node, actor), None)
             self._rings.pop(cap, None)
+            self._healthy_cache.pop(cap, None)
             self.version += 1
             mine = self._mine.get(actor) if node == self.node else None
             missing = event.kind == "delete" and mine is not None and cap in mine[0]
