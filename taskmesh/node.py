@@ -276,6 +276,7 @@ class Node:
         ):
             time.sleep(0.02)  # polling the drain; there is no event for "all mailboxes empty"
         self.system.stop()
+        self._registrar.close()
         if services is not None:
             services.close()  # limits: after the actors, which obey them while they drain
         self.transport.stop()

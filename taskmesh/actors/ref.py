@@ -217,9 +217,12 @@ class ActorRef:
         if timeout is None:
             return False
         try:
-            return bool(reply.get(timeout))
+            stopped = bool(reply.get(timeout))
         except ActorNotFound:
             return True
+        if stopped:
+            cell.system.settle(cell, timeout)  # its cluster name is free too
+        return stopped
 
     def _watch(self, watcher: Cell) -> None:
         cell = self._live_cell()

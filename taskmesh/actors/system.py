@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from _thread import get_ident
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
@@ -48,14 +49,18 @@ class NameDirectory(Protocol):
 
     ``claim`` runs in the spawning thread before the actor starts and raises
     :class:`NameTaken` if another node holds the name; ``release`` runs in
-    the stopping actor's thread. Names starting with ``_`` (generated ones)
-    are claimed with ``unique=False``: their capabilities are published, but
-    they are not cluster-wide names.
+    the stopping actor's thread, or on the event loop for an async actor
+    with ``wait=False`` (then it must not block: it queues the release, and
+    ``settle`` waits for it from another thread). Names starting with ``_``
+    (generated ones) are claimed with ``unique=False``: their capabilities
+    are published, but they are not cluster-wide names.
     """
 
     def claim(self, name: str, capabilities: tuple[str, ...], *, unique: bool) -> None: ...
 
-    def release(self, name: str) -> None: ...
+    def release(self, name: str, *, wait: bool = True) -> None: ...
+
+    def settle(self, name: str, timeout: float) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +220,23 @@ class ActorSystem:
         cell = self._cells.get(name)
         if cell is None:
             return True
-        return cell.stop_and_wait(self.stop_timeout if timeout is None else timeout)
+        wait = self.stop_timeout if timeout is None else timeout
+        ended = cell.stop_and_wait(wait)
+        if ended and wait > 0:
+            self.settle(cell, wait)
+        return ended
+
+    def settle(self, cell: Cell, timeout: float) -> None:
+        """After ``cell`` ended: wait up to ``timeout`` s until its name is
+        free in the cluster too (an async actor's is released in the
+        background). Not on the event loop, where it returns at once."""
+        directory = self._directory
+        if (
+            directory is not None
+            and isinstance(cell, LoopCell)
+            and get_ident() != self._loop.thread_id
+        ):
+            directory.settle(cell.name, timeout)
 
     def info(self, name: str) -> ActorInfo | None:
         """What is known about the live actor ``name`` now, or None (any thread)."""
@@ -430,13 +451,24 @@ class ActorSystem:
         return cell
 
     def _unregister(self, cell: Cell, *, release: bool = True) -> None:
+        directory = self._directory if release else None
+        if directory is not None and isinstance(cell, LoopCell):
+            # On the event loop, which must not wait for etcd: queued, and
+            # queued before the name is free here, so that a spawn of the
+            # same name waits for the release instead of racing it.
+            if self._cells.get(cell.name) is cell:
+                try:
+                    directory.release(cell.name, wait=False)
+                except Exception:
+                    log.warning("could not release the name %r", cell.name, exc_info=True)
+            directory = None
         with self._lock:
             if self._cells.get(cell.name) is not cell:
                 return
             del self._cells[cell.name]
-        if release and self._directory is not None:
+        if directory is not None:
             try:
-                self._directory.release(cell.name)
+                directory.release(cell.name)
             except Exception:  # the lease expiry will remove it anyway
                 log.warning("could not release the name %r", cell.name, exc_info=True)
 

@@ -29,9 +29,12 @@ from .keys import ClusterKeys
 from .names import NameRecord, Names
 from .routing import RoutingTable
 
-__all__ = ["Registrar", "Registration"]
+__all__ = ["Registrar", "Registration", "Withdrawal"]
 
 _log = logging.getLogger("taskmesh.cluster.registrar")
+
+Withdrawal = tuple[Compare | None, Delete]
+"""An etcd delete, guarded when it is a name (its value must still be ours)."""
 
 _BATCH = 64
 _IN_FLIGHT = 8
@@ -129,7 +132,13 @@ class Registrar:
     def unregister_many(self, names: Sequence[str]) -> None:
         """Withdraw many actors' names and routes, one transaction per chunk;
         a name that is no longer exactly ours is left alone."""
-        ops: list[tuple[Compare | None, Delete]] = []
+        self.withdraw(self.withdrawal(names))
+
+    def withdrawal(self, names: Sequence[str]) -> list[Withdrawal]:
+        """Forget ``names`` here (no etcd call: any thread, the event loop
+        too) and return the etcd operations that withdraw them, for
+        :meth:`withdraw` (which may be tried again with the same list)."""
+        ops: list[Withdrawal] = []
         for name in names:
             record = self._names.held(name)
             self._names.forget(name)
@@ -140,6 +149,11 @@ class Registrar:
                 ops.append((Compare(key, "value", "==", record.to_bytes()), Delete(key)))
             for cap in published[0] if published else ():
                 ops.append((None, Delete(self._keys.route(cap, self._names.node, name))))
+        return ops
+
+    def withdraw(self, ops: Sequence[Withdrawal]) -> None:
+        """Apply what :meth:`withdrawal` returned, one transaction per chunk;
+        raises a ClusterError while etcd does not answer."""
         for start in range(0, len(ops), _MAX_OPS):
             chunk = ops[start : start + _MAX_OPS]
             guards = [c for c, _ in chunk if c is not None]
