@@ -220,6 +220,7 @@ class Node:
             self.transport.subscribe(self.locator.on_peer_event)
             self.entities = for_node(self).start()
             self.system.fallback_deliver = self.entities.inbox.deliver  # `~` targets
+            self.system.fallback_room = self.entities.inbox.on_space
             self._services = NodeServices(self).start()  # scheduler, workflow coordinator
             # ops: the `_ops` actor the cluster page and `taskmesh dead-letters` ask
             spawn_introspector(self)

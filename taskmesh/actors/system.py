@@ -41,7 +41,12 @@ __all__ = ["ActorInfo", "ActorSystem", "NameDirectory"]
 log = logging.getLogger("taskmesh.actors")
 
 TreeFailureCallback = Callable[[str, BaseException], None]
-FallbackDeliver = Callable[[str, Any, ReplyTo | None, float | None, str | None], bool]
+FallbackDeliver = Callable[[str, Any, ReplyTo | None, float | None, str | None], bool | None]
+"""Takes a message to a name this system does not hold (the node's entities):
+True if it took it, False if the name is not its, None if the mailbox it
+goes to is full (the transport keeps it and slows its sender down)."""
+FallbackRoom = Callable[[str, Callable[[], None]], bool]
+""":meth:`ActorSystem.on_space` for the names a :data:`FallbackDeliver` takes."""
 
 
 class NameDirectory(Protocol):
@@ -137,6 +142,7 @@ class ActorSystem:
         self.node: Node | None = None
         """The :class:`~taskmesh.Node` that owns this system, if any."""
         self.fallback_deliver: FallbackDeliver | None = None
+        self.fallback_room: FallbackRoom | None = None
         """Called by :meth:`deliver` (I/O thread) for a target that names no
         live actor here, before it counts as not found; True if it took the
         message (a node's sharded entities use it for ``~`` targets). Only
@@ -284,8 +290,12 @@ class ActorSystem:
         cell = self._cells.get(name)
         if cell is None or not cell.alive:
             fallback = self.fallback_deliver
-            if fallback is not None and fallback(name, message, reply, deadline, idempotency_key):
-                return None
+            if fallback is not None:
+                taken = fallback(name, message, reply, deadline, idempotency_key)
+                if taken is None:
+                    return False  # full: the transport keeps it, as below
+                if taken:
+                    return None
             if reply is not None:
                 raise ActorNotFound(f"no actor named {name!r}")
             self.dead_letters.record(name, message, "actor_not_found")
@@ -352,7 +362,8 @@ class ActorSystem:
         no such actor lives (any thread; for the transport's flow control)."""
         cell = self._cells.get(name)
         if cell is None or not cell.alive:
-            return False
+            room = self.fallback_room
+            return room is not None and room(name, callback)
         return cell.mailbox.on_space(callback)
 
     def message_counts(self) -> dict[str, int]:

@@ -8,15 +8,17 @@ in the entity's mailbox right there: one dictionary miss and one lookup
 more than a message to a named actor, and no second hop through a
 per-node "region" actor, which would have cost a thread hand-off or an
 event loop turn per message. Named actors pay nothing for it: only the
-miss path looks at the hook. It never blocks: a full mailbox refuses (a
-dead letter, or ``MailboxFull`` for an ask), a moving shard buffers, a
-shard owned elsewhere is forwarded, and an entity not active yet is
-activated.
+miss path looks at the hook. It never blocks: a full mailbox of an
+active entity makes the transport keep the message and slow its sender
+down, as for a named actor (:meth:`EntityInbox.on_space` says when there
+is room), a moving shard buffers, a shard owned elsewhere is forwarded,
+and an entity not active yet is activated.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from taskmesh.actors.future import ReplyTo
@@ -51,10 +53,11 @@ class EntityInbox:
         reply: ReplyTo | None,
         deadline: float | None,
         key: str | None = None,
-    ) -> bool:
+    ) -> bool | None:
         """The actor system's fallback: take an entity message from another
         node (the transport's I/O thread; never blocks). False if ``name``
-        is not an entity target."""
+        is not an entity target; None, taking nothing, if it goes to an
+        active entity whose mailbox is full (the transport keeps it)."""
         entities = self._entities
         known = self._targets.get(name)
         if known is not None and key is None:
@@ -64,11 +67,9 @@ class EntityInbox:
             cell = active.cells.get(entity_id)
             if cell is not None and not cell.passivating:
                 mailbox = cell.mailbox
-                if (
-                    active.slots[cell.shard].state == SERVING
-                    and _monotonic() < active.serve_until
-                    and mailbox.qsize() < mailbox.capacity
-                ):
+                if active.slots[cell.shard].state == SERVING and _monotonic() < active.serve_until:
+                    if mailbox.qsize() >= mailbox.capacity:
+                        return None
                     cell.touched = True
                     mailbox.put((0, message, reply, deadline))
                     if not cell.alive:
@@ -86,6 +87,8 @@ class EntityInbox:
                 self._targets[name] = (host, parts[2])
                 if host.deliver_active(parts[2], message, reply, deadline):
                     return True
+                if _full(host, parts[2]):
+                    return None
         if entities.closed:
             entities.refuse("?", (name, message, reply, deadline, key, 0.0), "actor_stopped")
             return True
@@ -119,6 +122,17 @@ class EntityInbox:
             entities.router.pass_on(entity_type, shard_of(entity_id, view.shards), [item])
         return True
 
+    def on_space(self, name: str, callback: Callable[[], None]) -> bool:
+        """The actor system's ``on_space`` for an entity target that
+        :meth:`deliver` found full: call ``callback()`` once its mailbox has
+        room, or its activation ended (its thread or the event loop). False,
+        registering nothing, when it has room already or is not active."""
+        known = self._targets.get(name)
+        if known is None:
+            return False
+        cell = known[0].cells.get(known[1])
+        return cell is not None and cell.mailbox.on_space(callback)
+
     def _barrier(self, name: str, reply: ReplyTo | None) -> None:
         entities = self._entities
         parsed = parse_barrier(name)
@@ -134,3 +148,16 @@ class EntityInbox:
             entities.router.hold(entity_type, shard, [item], token)
         else:
             entities.router.pass_on(entity_type, shard, [item])
+
+
+def _full(host: ShardHost, entity_id: str) -> bool:
+    """Whether ``entity_id`` is active and served here with a full mailbox."""
+    cell = host.cells.get(entity_id)
+    if cell is None or cell.passivating:
+        return False
+    mailbox = cell.mailbox
+    return (
+        host.slots[cell.shard].state == SERVING
+        and _monotonic() < host.serve_until
+        and mailbox.qsize() >= mailbox.capacity
+    )

@@ -10,6 +10,7 @@ kill loop's checker reads them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import time
@@ -84,3 +85,28 @@ def fleet(node: Node) -> None:
     dsn = os.environ.get("TM_ENTITY_PG")
     node.host(Device, store=taskmesh.PostgresStore(dsn) if dsn else None)
     node.host(Counter)
+
+
+class Slow(taskmesh.Entity):
+    """Takes about a millisecond per message and counts them, in order."""
+
+    entity_type = "slow"
+    idle_timeout = None
+
+    def on_activate(self) -> None:
+        self.count = 0
+        self.out_of_order = 0
+
+    async def receive(self, message: Any) -> Any:
+        if message == "count":
+            return {"count": self.count, "out_of_order": self.out_of_order}
+        if message != self.count:
+            self.out_of_order += 1
+        self.count += 1
+        await asyncio.sleep(0.001)
+        return None
+
+
+def slow(node: Node) -> None:
+    """Host ``Slow`` only (with a small mailbox from the node's config)."""
+    node.host(Slow)
