@@ -46,6 +46,7 @@ from taskmesh.errors import (
     AskTimeout,
     ClusterError,
     ConfigError,
+    EtcdUnavailable,
     FencingError,
     MailboxFull,
     PeerUnreachable,
@@ -188,7 +189,10 @@ class Scheduler:
                 self._loaded_for = None
                 wait = 0.0
             except ClusterError as error:
-                log.warning("schedules: etcd call failed, trying again: %s", error)
+                # etcd out of reach is said once, by the etcd client: retries
+                # every 0.5 s must not add a line each (docs/operations.md).
+                level = logging.DEBUG if isinstance(error, EtcdUnavailable) else logging.WARNING
+                log.log(level, "schedules: etcd call failed, trying again: %s", error)
                 self._loaded_for = None
                 wait = 0.5
             except Exception:
