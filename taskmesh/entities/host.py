@@ -132,10 +132,12 @@ class ShardHost(ShardOwnership):
 
     def deliver_active(
         self, entity_id: str, message: Any, reply: ReplyTo | None, deadline: float | None
-    ) -> bool:
+    ) -> bool | None:
         """The common case of a message from another node, without a lock:
         the entity is active and its shard served here, and its mailbox has
-        room. False (nothing done) when it is not that simple (I/O thread).
+        room. None (nothing done) when all holds but the mailbox is full
+        (the transport keeps the message); False when it is not that simple
+        (I/O thread).
 
         Safe against a concurrent passivation, handoff or loss: a message
         put into a mailbox whose activation then ends is handed on with
@@ -149,7 +151,7 @@ class ShardHost(ShardOwnership):
             return False
         mailbox = cell.mailbox
         if mailbox.qsize() >= mailbox.capacity:
-            return False
+            return None
         cell.touched = True
         mailbox.put((0, message, reply, deadline))
         if not cell.alive:

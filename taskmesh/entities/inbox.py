@@ -85,10 +85,9 @@ class EntityInbox:
                 if len(self._targets) >= KEPT_TARGETS:
                     self._targets.clear()
                 self._targets[name] = (host, parts[2])
-                if host.deliver_active(parts[2], message, reply, deadline):
-                    return True
-                if _full(host, parts[2]):
-                    return None
+                taken = host.deliver_active(parts[2], message, reply, deadline)
+                if taken is not False:
+                    return taken  # True, or None: full
         if entities.closed:
             entities.refuse("?", (name, message, reply, deadline, key, 0.0), "actor_stopped")
             return True
@@ -148,16 +147,3 @@ class EntityInbox:
             entities.router.hold(entity_type, shard, [item], token)
         else:
             entities.router.pass_on(entity_type, shard, [item])
-
-
-def _full(host: ShardHost, entity_id: str) -> bool:
-    """Whether ``entity_id`` is active and served here with a full mailbox."""
-    cell = host.cells.get(entity_id)
-    if cell is None or cell.passivating:
-        return False
-    mailbox = cell.mailbox
-    return (
-        host.slots[cell.shard].state == SERVING
-        and _monotonic() < host.serve_until
-        and mailbox.qsize() >= mailbox.capacity
-    )
