@@ -21,7 +21,7 @@ __all__ = ["BATCH_BYTES", "fail_queued", "flush"]
 
 BATCH_BYTES: Final = 256 * 1024  # a frame stops growing past this
 _BATCH_COUNT: Final = 4096
-_send = zmq.backend.Socket.send  # without pyzmq's Python wrapper: see router.py
+_zmq_send = zmq.backend.Socket.send  # without pyzmq's Python wrapper: see router.py
 _COPY_THRESHOLD: Final = 64 * 1024  # zero-copy sends only pay for big frames
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 
@@ -73,9 +73,9 @@ def flush(link: Link, prefix: bytes, batch_bytes: int) -> None:
                 link.credit_due += tells
         try:
             if len(frame) < _COPY_THRESHOLD:
-                _send(sock, frame, _NOBLOCK)
+                _zmq_send(sock, frame, _NOBLOCK)
             else:
-                _send(sock, frame, _NOBLOCK, False)
+                _zmq_send(sock, frame, _NOBLOCK, False)
         except zmq.Again:
             link.carry = frame
             link.blocked = True  # retried each millisecond, or when the fd says so

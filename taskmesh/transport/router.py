@@ -38,7 +38,7 @@ _EVENTS: Final = int(zmq.EVENTS)
 _POLLIN: Final = int(zmq.POLLIN)
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _SNDMORE: Final = int(zmq.SNDMORE)
-_send = zmq.backend.Socket.send
+_zmq_send = zmq.backend.Socket.send
 """``Socket.send`` without pyzmq's Python wrapper (routing ids and groups,
 which we never use): 0.4 us less per call, two calls per answer."""
 
@@ -130,8 +130,8 @@ class Router:
         sock = self.socket
         assert sock is not None
         try:
-            _send(sock, identity, _NOBLOCK | _SNDMORE)
-            _send(sock, frame, _NOBLOCK)
+            _zmq_send(sock, identity, _NOBLOCK | _SNDMORE)
+            _zmq_send(sock, frame, _NOBLOCK)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:  # ROUTER_MANDATORY: the asker is gone
