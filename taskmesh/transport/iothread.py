@@ -30,6 +30,7 @@ import logging
 import threading
 from _thread import get_ident
 from collections.abc import Callable
+from typing import Final
 
 import zmq
 
@@ -44,12 +45,13 @@ from taskmesh.transport.links import Links
 from taskmesh.transport.liveness import Liveness
 from taskmesh.transport.outbound import BATCH_BYTES
 from taskmesh.transport.outbox import Outbox, Waker
-from taskmesh.transport.poller import Poller
 from taskmesh.transport.router import Router
 from taskmesh.transport.security import Authenticator
 from taskmesh.transport.sockets import SocketOptions, bind_router
 
 __all__ = ["IOThread"]
+
+_POLLIN: Final = int(zmq.POLLIN)
 
 log = logging.getLogger("taskmesh.transport")
 
@@ -98,7 +100,7 @@ class IOThread:
         self.router: Router | None = None
         self.context: zmq.Context[zmq.Socket[bytes]] | None = None
         self.authenticator: Authenticator | None = None
-        self.poller = Poller()
+        self.poller = zmq.Poller()
         self.links = Links(
             outbox, self.inbound, self.liveness, counters, self.answered, self.poller,
             options, self.batch_bytes,
@@ -123,7 +125,7 @@ class IOThread:
             max_message_size=self.inbound.max_message_size,
             batch_bytes=self.batch_bytes, limited=self.limited,
         )  # fmt: skip
-        self.poller.register(self.router.fd)
+        self.poller.register(self.router.fd, _POLLIN)
 
     # --- the loop -----------------------------------------------------------------
 
@@ -137,7 +139,7 @@ class IOThread:
             self._close(set())
             self.ready.set()
             return
-        self.poller.register(self.waker.fd)
+        self.poller.register(self.waker.fd, _POLLIN)
         me = get_ident()
         self.outbox.io_thread = me
         forbid_waiting(me)

@@ -10,6 +10,7 @@ holding it sends the queue itself, and hands the link back through
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 import zmq
 
@@ -19,10 +20,11 @@ from taskmesh.transport.link import CONNECTING, DOWN, UP, Link
 from taskmesh.transport.liveness import Liveness
 from taskmesh.transport.outbound import fail_queued, flush
 from taskmesh.transport.outbox import Outbox
-from taskmesh.transport.poller import Poller
 from taskmesh.transport.sockets import Context, SocketOptions, open_dealer
 
 __all__ = ["Links"]
+
+_POLLIN: Final = int(zmq.POLLIN)
 
 log = logging.getLogger("taskmesh.transport")
 
@@ -37,7 +39,7 @@ class Links:
         liveness: Liveness,
         counters: Counters,
         answered: Answered,
-        poller: Poller,
+        poller: zmq.Poller,
         options: SocketOptions,
         batch_bytes: int,
     ) -> None:
@@ -68,7 +70,7 @@ class Links:
         self.links.append(link)
         self.by_fd[fd] = link
         self.by_monitor[monitor] = link
-        self.poller.register(monitor)
+        self.poller.register(monitor, _POLLIN)
         try:
             sock.connect(link.address)
         except zmq.ZMQError as exc:
@@ -145,7 +147,7 @@ class Links:
             else:
                 self.blocked.discard(link)
             if not link.polled and link.state != DOWN:
-                self.poller.register(link.fd)
+                self.poller.register(link.fd, _POLLIN)
                 link.polled = True
                 self.inbound.service(link, self.answered)
         else:
