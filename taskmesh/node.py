@@ -63,8 +63,9 @@ class Node:
     ``advertise`` is the address published for peers when it differs from
     the bound one (a proxy, NAT, a Kubernetes service). ``heartbeat_interval``
     and ``suspect_after`` time the suspicion of silent peers; ``claim_timeout``
-    bounds a named spawn's wait for etcd; ``compaction_interval`` the
-    leader's compaction of etcd history. ``send_timeout`` bounds how long a
+    bounds a named spawn's wait for etcd; ``start_timeout`` how long start
+    waits for etcd's first answers (the membership snapshot, the tables'
+    watches); ``compaction_interval`` the leader's compaction of etcd history. ``send_timeout`` bounds how long a
     tell to a full mailbox (here or on another node) waits for room;
     ``flow_window`` is how many tells to one remote actor may be on their
     way before its node took them (0: no flow control; see
@@ -99,6 +100,7 @@ class Node:
         etcd_cert: str | Path | None = None,
         etcd_key: str | Path | None = None,
         claim_timeout: float = 15.0,
+        start_timeout: float = 15.0,
         compaction_interval: float = 300.0,
         heartbeat_interval: float = 0.2,
         suspect_after: float = 0.9,
@@ -119,6 +121,7 @@ class Node:
         self._grace_period = grace_period
         self._etcd_auth = (etcd_user, etcd_password, etcd_ca, etcd_cert, etcd_key)
         self._claim_timeout = claim_timeout
+        self._start_timeout = start_timeout
         self._advertise = advertise
         self._compaction_interval = compaction_interval
         self.ask_timeout = ask_timeout
@@ -199,6 +202,7 @@ class Node:
                     cert_cert=str(cert) if cert else None,
                     cert_key=str(key) if key else None,
                     claim_timeout=self._claim_timeout,
+                    start_timeout=self._start_timeout,
                     compaction_interval=self._compaction_interval,
                 ),
                 mailbox_total=self.system.queued,
@@ -218,7 +222,7 @@ class Node:
                 tracing=self.tracing,
             )
             self.transport.subscribe(self.locator.on_peer_event)
-            self.entities = for_node(self).start()
+            self.entities = for_node(self).start(timeout=self._start_timeout)
             self.system.fallback_deliver = self.entities.inbox.deliver  # `~` targets
             self.system.fallback_room = self.entities.inbox.on_space
             self._services = NodeServices(self).start()  # scheduler, workflow coordinator

@@ -174,6 +174,10 @@ def node_command(
         float | None,
         _opt("Seconds a named spawn waits for etcd before it fails.", "SECONDS", 15.0),
     ] = None,
+    start_timeout: Annotated[
+        float | None,
+        _opt("Seconds start waits for etcd's first answers before it fails.", "SECONDS", 15.0),
+    ] = None,
     compaction_interval: Annotated[
         float | None,
         _opt("Seconds between the leader's compactions of etcd (0: off).", "SECONDS", 300.0),
@@ -215,6 +219,7 @@ def node_command(
         "suspect_after": suspect_after,
         "advertise": advertise,
         "claim_timeout": claim_timeout,
+        "start_timeout": start_timeout,
         "compaction_interval": compaction_interval,
         "otel_endpoint": otel_endpoint,
         **etcd_security(etcd_ca, etcd_cert, etcd_key, etcd_user, etcd_password),
@@ -259,6 +264,7 @@ def _serve(settings: Settings, apps: list[Callable[[Node], Any]], signals: StopS
         send_timeout=settings.send_timeout,
         flow_window=settings.flow_window,
         claim_timeout=settings.claim_timeout,
+        start_timeout=settings.start_timeout,
         compaction_interval=settings.compaction_interval,
         heartbeat_interval=settings.heartbeat_interval,
         suspect_after=settings.suspect_after,

@@ -82,6 +82,9 @@ class Settings:
     them; then the sender waits for credit (0: no flow control)."""
     claim_timeout: float = 15.0
     """Seconds a named spawn waits for a lease (etcd away) before it fails."""
+    start_timeout: float = 15.0
+    """Seconds start waits for etcd's first answers before the node gives up
+    (raise it on a machine so slow that start-up starves)."""
     compaction_interval: float = 300.0
     """Seconds between the leader's compactions of etcd history (0: off)."""
     otel_endpoint: str | None = None
@@ -130,6 +133,7 @@ class Settings:
             "ask_timeout",
             "send_timeout",
             "claim_timeout",
+            "start_timeout",
             "heartbeat_interval",
         ):
             if getattr(self, name) <= 0:

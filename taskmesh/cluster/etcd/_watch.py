@@ -97,7 +97,10 @@ class PrefixWatch:
                 if self._refused is not None:
                     raise self._refused  # permission denied, bad credentials: no use waiting
                 if time.monotonic() >= end:
-                    raise EtcdUnavailable(f"watch on {self.prefix} got no snapshot within {wait}s")
+                    raise EtcdUnavailable(
+                        f"watch on {self.prefix} got no snapshot within {wait}s"
+                        " (etcd or this machine is too slow: see start_timeout)"
+                    )
         return self
 
     @property

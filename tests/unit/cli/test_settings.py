@@ -39,6 +39,7 @@ def test_the_config_file_can_come_from_the_environment(tmp_path: Path) -> None:
     config.write_text('metrics-port = 9100\n[app]\ncolour = "blue"\n')
     settings = load_settings(environ={"TASKMESH_CONFIG": str(config)})
     assert settings.metrics_port == 9100
+    assert load_settings(environ={"TASKMESH_START_TIMEOUT": "60"}).start_timeout == 60.0
     assert settings.extra == {"colour": "blue"}
 
 
@@ -50,6 +51,7 @@ def test_the_config_file_can_come_from_the_environment(tmp_path: Path) -> None:
         ({"metrics_port": 70000}, "metrics_port"),
         ({"log_format": "xml"}, "log_format"),
         ({"lease_ttl": 0}, "lease_ttl"),
+        ({"start_timeout": 0}, "start_timeout"),
         ({"cluster": "a/b"}, "cluster"),
         ({"otel_endpoint": "collector:4318"}, "otel_endpoint"),
     ],
