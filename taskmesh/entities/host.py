@@ -158,6 +158,17 @@ class ShardHost(ShardOwnership):
             self._rescue(cell)
         return True
 
+    def full(self, entity_id: str) -> bool:
+        """Whether ``entity_id`` is active and served here and its mailbox
+        is full: what :meth:`deliver_active` says with None (I/O thread)."""
+        cell = self.cells.get(entity_id)
+        if cell is None or cell.passivating:
+            return False
+        if self.slots[cell.shard].state != SERVING or _monotonic() >= self.serve_until:
+            return False
+        mailbox = cell.mailbox
+        return mailbox.qsize() >= mailbox.capacity
+
     def _rescue(self, cell: EntityCell) -> None:
         """Take back what was put into an activation that ended meanwhile."""
         with self.lock:

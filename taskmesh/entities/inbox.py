@@ -79,15 +79,20 @@ class EntityInbox:
         head = parts[0]
         if head[:1] != "~":
             return False
-        if len(parts) == 3 and key is None:
+        if len(parts) == 3:
             host = entities.hosts.get(head[1:])
             if host is not None and parts[2]:
                 if len(self._targets) >= KEPT_TARGETS:
                     self._targets.clear()
                 self._targets[name] = (host, parts[2])
-                taken = host.deliver_active(parts[2], message, reply, deadline)
-                if taken is not False:
-                    return taken  # True, or None: full
+                if key is None:
+                    taken = host.deliver_active(parts[2], message, reply, deadline)
+                    if taken is not False:
+                        return taken  # True, or None: full
+                elif host.full(parts[2]):
+                    # Kept by the transport with its key, and delivered
+                    # (admitted once) when there is room, as an unkeyed one.
+                    return None
         if entities.closed:
             entities.refuse("?", (name, message, reply, deadline, key, 0.0), "actor_stopped")
             return True
