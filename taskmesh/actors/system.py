@@ -44,7 +44,8 @@ TreeFailureCallback = Callable[[str, BaseException], None]
 FallbackDeliver = Callable[[str, Any, ReplyTo | None, float | None, str | None], bool | None]
 """Takes a message to a name this system does not hold (the node's entities):
 True if it took it, False if the name is not its, None if the mailbox it
-goes to is full (the transport keeps it and slows its sender down)."""
+goes to is full (the transport keeps it and slows its sender down). A
+message that came with a trace context comes as a :class:`Traced`."""
 FallbackRoom = Callable[[str, Callable[[], None]], bool]
 """:meth:`ActorSystem.on_space` for the names a :data:`FallbackDeliver` takes."""
 
@@ -333,6 +334,13 @@ class ActorSystem:
         it here and now, inside its span too, as it would an untraced one."""
         cell = self._cells.get(name)
         if cell is None or not cell.alive:
+            fallback = self.fallback_deliver
+            if fallback is not None:
+                taken = fallback(name, traced, reply, deadline, idempotency_key)
+                if taken is None:
+                    return False  # full: the transport keeps it
+                if taken:
+                    return None
             if reply is not None:
                 raise ActorNotFound(f"no actor named {name!r}")
             self.dead_letters.record(name, traced.message, "actor_not_found")

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from taskmesh.actors.directives import Action, Directive, Failed
 from taskmesh.actors.loopcell import LoopCell
-from taskmesh.actors.mailbox import USER
+from taskmesh.actors.mailbox import TRACED, USER
 from taskmesh.actors.supervisor import Backoff
+from taskmesh.actors.traced import untraced
 from taskmesh.entities.entity import Saved
 from taskmesh.entities.store import encode_state
 from taskmesh.errors import ActorNotFound, ConfigError, StaleActivation
@@ -222,8 +223,8 @@ class EntityCell(LoopCell):
         now = _monotonic()
         items: list[Item] = []
         for kind, message, reply, deadline in [*self._held(), *self.mailbox.drain()]:
-            if kind == USER:
-                items.append((self.entity_id, message, reply, deadline, None, now))
+            if kind in (USER, TRACED):  # handed on without its trace context
+                items.append((self.entity_id, untraced(message), reply, deadline, None, now))
             elif reply is not None:  # a STOP's ack
                 reply.set(True)
         return items

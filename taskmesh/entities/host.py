@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from taskmesh.actors.directives import Action, Directive
 from taskmesh.actors.future import ReplyTo
+from taskmesh.actors.mailbox import TRACED, USER
 from taskmesh.actors.supervisor import Child
+from taskmesh.actors.traced import Traced, untraced
 from taskmesh.entities.cell import EntityCell, EntitySupervisor
 from taskmesh.entities.entity import Entity
 from taskmesh.entities.layout import HostRecord
@@ -131,13 +133,18 @@ class ShardHost(ShardOwnership):
     # --- messages (I/O thread or a sender's thread) ---------------------------------
 
     def deliver_active(
-        self, entity_id: str, message: Any, reply: ReplyTo | None, deadline: float | None
+        self,
+        entity_id: str,
+        message: Any,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        kind: int = USER,
     ) -> bool | None:
         """The common case of a message from another node, without a lock:
         the entity is active and its shard served here, and its mailbox has
         room. None (nothing done) when all holds but the mailbox is full
         (the transport keeps the message); False when it is not that simple
-        (I/O thread).
+        (I/O thread). ``kind`` is ``TRACED`` for a :class:`Traced` message.
 
         Safe against a concurrent passivation, handoff or loss: a message
         put into a mailbox whose activation then ends is handed on with
@@ -153,7 +160,7 @@ class ShardHost(ShardOwnership):
         if mailbox.qsize() >= mailbox.capacity:
             return None
         cell.touched = True
-        mailbox.put((0, message, reply, deadline))
+        mailbox.put((kind, message, reply, deadline))
         if not cell.alive:
             self._rescue(cell)
         return True
@@ -194,7 +201,7 @@ class ShardHost(ShardOwnership):
         sender must wait for (then send again); else None."""
         shard = shard_of(entity_id, self.shards)
         if token > self.entities.map.revision:
-            item: Item = (entity_id, message, reply, deadline, key, 0.0)
+            item: Item = (entity_id, untraced(message), reply, deadline, key, 0.0)
             self.entities.router.hold(self.entity_type, shard, [item], token)
             return None
         slot = self.slots[shard]
@@ -202,6 +209,9 @@ class ShardHost(ShardOwnership):
             state = slot.state
             if state == SERVING and _monotonic() < self.serve_until:
                 return self._put(slot, (entity_id, message, reply, deadline, key, 0.0), block=block)
+            # Buffered or handed on: a trace context (a Traced message from
+            # another node) is kept only for an entity served here now.
+            message = untraced(message)
             if state in (ACQUIRING, RELEASING):
                 self._buffer(slot, (entity_id, message, reply, deadline, key, 0.0))
                 return None
@@ -236,7 +246,8 @@ class ShardHost(ShardOwnership):
             self.entities.router.pass_on(self.entity_type, shard, [item])
 
     def _put(self, slot: Slot, item: Item, *, block: bool) -> EntityCell | None:
-        """Queue ``item`` at its entity (host lock held, shard SERVING)."""
+        """Queue ``item`` at its entity (host lock held, shard SERVING). A
+        :class:`Traced` message is queued as ``TRACED`` (handled in its span)."""
         entity_id, message, reply, deadline, key, _ = item
         if not entity_id:
             if reply is not None:
@@ -248,7 +259,7 @@ class ShardHost(ShardOwnership):
         elif cell.passivating or not cell.alive:
             if cell.after is None:
                 cell.after = []
-            cell.after.append(item)
+            cell.after.append((entity_id, untraced(message), reply, deadline, key, 0.0))
             return None
         mailbox = cell.mailbox
         if mailbox.qsize() >= mailbox.capacity:
@@ -257,14 +268,14 @@ class ShardHost(ShardOwnership):
             if reply is not None:
                 reply.fail(MailboxFull(f"mailbox of entity {cell.name!r} is full"))
             else:
-                self.system.dead_letters.record(cell.name, message, "mailbox_full")
+                self.system.dead_letters.record(cell.name, untraced(message), "mailbox_full")
             return None
         if key is not None and reply is not None:
             reply = self.system.idempotency.admit(cell.name, key, reply)
             if reply is None:
                 return None  # a repeat: answered from memory, or waits for the first
         cell.touched = True
-        mailbox.put((0, message, reply, deadline))
+        mailbox.put((TRACED if type(message) is Traced else USER, message, reply, deadline))
         return None
 
     def _buffer(self, slot: Slot, item: Item) -> None:

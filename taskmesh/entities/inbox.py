@@ -22,6 +22,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from taskmesh.actors.future import ReplyTo
+from taskmesh.actors.mailbox import TRACED, USER
+from taskmesh.actors.traced import Traced, untraced
 from taskmesh.entities.ownership import SERVING, Item
 from taskmesh.entities.shards import STATS, parse_barrier, parse_target, shard_of
 
@@ -57,10 +59,13 @@ class EntityInbox:
         """The actor system's fallback: take an entity message from another
         node (the transport's I/O thread; never blocks). False if ``name``
         is not an entity target; None, taking nothing, if it goes to an
-        active entity whose mailbox is full (the transport keeps it)."""
+        active entity whose mailbox is full (the transport keeps it). A
+        :class:`Traced` message (it came with a trace context) is handled
+        inside its span by an entity of this node; one handed on to another
+        node loses its context."""
         entities = self._entities
         known = self._targets.get(name)
-        if known is not None and key is None:
+        if known is not None and key is None and type(message) is not Traced:
             # The common case, kept short: a target seen before, to an entity
             # active here (see ShardHost.deliver_active).
             active, entity_id = known
@@ -86,22 +91,26 @@ class EntityInbox:
                     self._targets.clear()
                 self._targets[name] = (host, parts[2])
                 if key is None:
-                    taken = host.deliver_active(parts[2], message, reply, deadline)
+                    kind = TRACED if type(message) is Traced else USER
+                    taken = host.deliver_active(parts[2], message, reply, deadline, kind)
                     if taken is not False:
                         return taken  # True, or None: full
                 elif host.full(parts[2]):
                     # Kept by the transport with its key, and delivered
                     # (admitted once) when there is room, as an unkeyed one.
                     return None
-        if entities.closed:
-            entities.refuse("?", (name, message, reply, deadline, key, 0.0), "actor_stopped")
-            return True
-        if len(parts) == 3 and head[1:2] != "~":
+        if len(parts) == 3 and head[1:2] != "~" and not entities.closed:
             host = entities.hosts.get(head[1:])
             token = parts[1]
             if host is not None and parts[2] and token.isdigit():
                 host.deliver(int(token), parts[2], message, reply, deadline, key, block=False)
                 return True
+        # From here on the trace context, if any, is dropped: these messages
+        # are refused, or handed on to the node that holds their shard.
+        message = untraced(message)
+        if entities.closed:
+            entities.refuse("?", (name, message, reply, deadline, key, 0.0), "actor_stopped")
+            return True
         if head[1:2] == "~":
             self._barrier(name, reply)
             return True

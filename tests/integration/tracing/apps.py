@@ -46,3 +46,20 @@ def node_a(node: Node) -> None:
 def node_b(node: Node) -> None:
     node.spawn(Back, name="back")
     node.spawn(Work, name=f"work-{node.node_id}")
+
+
+class Meter(taskmesh.Entity):
+    """A sharded entity on the entities' node: counts what it is told."""
+
+    entity_type = "meter"
+
+    def on_activate(self) -> None:
+        self.readings = 0
+
+    async def receive(self, message: Any) -> Any:
+        self.readings += 1
+        return {"meter": self.entity_id, "readings": self.readings}
+
+
+def entities(node: Node) -> None:
+    node.host(Meter)
