@@ -69,6 +69,7 @@ class LeaseKeeper:
         self._changed = threading.Condition(self._lock)
         self._lease: int | None = None
         self._published = False
+        self._again = False  # republish() while the hooks ran: run them once more
         self._deadline = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -123,7 +124,13 @@ class LeaseKeeper:
         hooks put them back. A lease already lost is replaced as usual.
         """
         with self._lock:
-            if self._lease is None or not self._published:
+            if self._lease is None:
+                return
+            if not self._published:
+                # The hooks are running (or about to): they may have put a
+                # key back before it was deleted, so they run once more.
+                self._again = True
+                self._wake.set()
                 return
             self._published = False
         _log.warning(
@@ -210,6 +217,8 @@ class LeaseKeeper:
         return self._publish(lease)
 
     def _publish(self, lease: int) -> float:
+        with self._lock:
+            self._again = False
         try:
             for hook in list(self._acquired_hooks):
                 hook(lease)
@@ -222,6 +231,8 @@ class LeaseKeeper:
             self._failed_hooks = lease
             return self._check_deadline(lease)
         with self._changed:
+            if self._again:  # keys vanished while the hooks ran: again, now
+                return 0.0
             self._published = True
             self._changed.notify_all()
         self._revoke_stale()

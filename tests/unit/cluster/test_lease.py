@@ -113,3 +113,34 @@ def test_a_failing_acquired_hook_is_retried_until_it_succeeds() -> None:
         assert calls == [1, 1, 1]
     finally:
         keeper.stop()
+
+
+def test_keys_that_vanish_while_the_hooks_put_them_back_are_put_back_again() -> None:
+    # The hooks re-registering after one deletion may run before a second
+    # deletion (another prefix): that one must make them run once more.
+    etcd, clock = ScriptedEtcd(), Clock()
+    keeper = LeaseKeeper(etcd, 3, retry_interval=0.01, clock=clock)  # type: ignore[arg-type]
+    runs: list[int] = []
+    inside = threading.Event()
+    go_on = threading.Event()
+
+    def hook(lease: int) -> None:
+        runs.append(lease)
+        if len(runs) == 2:  # the re-registration after the first deletion
+            inside.set()
+            go_on.wait(5)
+
+    keeper.on_acquired(hook)
+    keeper.start()
+    try:
+        assert keeper.wait_acquired(5) == 1
+        keeper.republish()  # the member record vanished
+        assert inside.wait(5)
+        keeper.republish()  # the names vanished too, while the hooks ran
+        go_on.set()
+        wait(lambda: len(runs) == 3)
+        assert runs == [1, 1, 1]
+        assert keeper.wait_acquired(5) == 1
+    finally:
+        go_on.set()
+        keeper.stop()
