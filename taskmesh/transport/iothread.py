@@ -280,4 +280,6 @@ class IOThread:
         if self.context is not None:
             self.context.term()
             self.context = None
-        self.waker.close()
+        # Senders may still wake us (a tell after stop): they find no waker;
+        # one that took it just now writes to a pipe closed only when unused.
+        self.outbox.waker = None

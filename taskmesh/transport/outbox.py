@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import threading
+import weakref
 from _thread import get_ident
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -56,6 +57,10 @@ class Waker:
         self.fd, self._write_fd = os.pipe()
         os.set_blocking(self.fd, False)
         os.set_blocking(self._write_fd, False)
+        # Closed when the waker is garbage, never before: a thread may still
+        # hold it and wake a stopped transport, and a closed descriptor's
+        # number may be reused by another file by then. A full pipe is fine.
+        self._closer = weakref.finalize(self, _close_pipe, self.fd, self._write_fd)
 
     def wake(self) -> None:
         try:
@@ -69,9 +74,10 @@ class Waker:
         except BlockingIOError:
             return
 
-    def close(self) -> None:
-        os.close(self.fd)
-        os.close(self._write_fd)
+
+def _close_pipe(read_fd: int, write_fd: int) -> None:
+    os.close(read_fd)
+    os.close(write_fd)
 
 
 Pending = tuple[Reply, Link, float]
