@@ -229,6 +229,11 @@ class EtcdClient:
             self._client._clear_old_stubs()
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (any thread)."""
+        return self._closed
+
+    @property
     def raw(self) -> Any:
         """The underlying etcd3 client (for watches in this package only)."""
         return self._client

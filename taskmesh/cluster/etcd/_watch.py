@@ -172,8 +172,11 @@ class PrefixWatch:
         def deliver(response: Any) -> None:  # runs on etcd3's watcher thread
             self._inbox.put((generation, response))
 
+        if self._client.closed:
+            raise EtcdUnavailable("etcd client is closed")
         try:
             watcher = self._client.raw.get_watcher()
+            _quiet_when_closed(watcher)
             watch_id = watcher.add_callback(
                 self.prefix,
                 deliver,
@@ -239,6 +242,29 @@ class PrefixWatch:
             fn(*args)
         except Exception:
             _log.exception("watch %s: callback failed", self._name)
+
+
+def _quiet_when_closed(watcher: Any) -> None:
+    """Keep etcd3's watcher thread from dying loudly when the client closes.
+
+    That thread's first gRPC call raises ``ValueError("Cannot invoke RPC:
+    Channel closed!")`` when the client was closed just before (a stop
+    racing a re-subscribe), and etcd3 lets it escape the thread: an
+    unhandled thread exception for nothing. The watch has ended then; our
+    thread sees the stream end as usual. Replaces the instance's ``_run``,
+    which etcd3 starts its thread with.
+    """
+    run = watcher._run
+
+    def guarded() -> None:
+        try:
+            run()
+        except ValueError as exc:
+            if "Channel closed" not in str(exc):
+                raise
+            _log.debug("watcher thread ended: the etcd client was closed")
+
+    watcher._run = guarded
 
 
 def _short(item: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -128,6 +129,35 @@ def test_a_watch_resumes_after_etcd_restarts(private_etcd: EmbeddedEtcd) -> None
     finally:
         watch.stop()
         client.close()
+
+
+def test_a_watch_whose_client_is_closed_under_it_ends_quietly(
+    private_etcd: EmbeddedEtcd, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A stop that closes the client before its watches: the watch tries to
+    # subscribe again, and no thread may die with an unhandled exception on
+    # the way (the suite turns those into failures).
+    caplog.set_level(logging.DEBUG, logger="taskmesh.cluster.watch")
+
+    def retries() -> int:
+        return sum("(re)subscribe failed" in r.getMessage() for r in caplog.records)
+
+    for _ in range(5):
+        client = EtcdClient(private_etcd.endpoint)
+        states: list[bool] = []
+        watch = PrefixWatch(
+            client, "/t/c/", on_reset=lambda kvs, rev: None, on_event=lambda e: None,
+            on_state=states.append, retry_interval=0.02,
+        )  # fmt: skip
+        try:
+            watch.start(wait=10)
+            wait_until(lambda s=states: s == [True], 15, what="the watch to subscribe")
+            before = retries()
+            client.close()
+            wait_until(lambda n=before: retries() >= n + 3, 15, what="attempts to subscribe again")
+        finally:
+            watch.stop()
+            client.close()
 
 
 def test_a_watch_relists_when_its_revision_was_compacted(etcd: EmbeddedEtcd) -> None:
