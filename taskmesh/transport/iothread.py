@@ -193,7 +193,7 @@ class IOThread:
                 or (router is not None and (router.queue or router.unread))
             ):
                 timeout = 0
-            elif links.parked or links.blocked or (router is not None and router.backlog):
+            elif links.blocked or (router is not None and router.backlog):
                 timeout = 1
             else:
                 timeout = max(0, int((next_tick - clock()) * 1000) + 1)
@@ -211,7 +211,7 @@ class IOThread:
                 elif isinstance(polled, int):
                     readable = by_fd.get(polled)
                     if readable is not None:
-                        links.readable(readable)
+                        links.attend(readable)
                 else:
                     found = links.by_monitor.get(polled)
                     if found is not None:
@@ -222,11 +222,12 @@ class IOThread:
                 self._serve_router(router)
             if answered:
                 hand_over(answered)
-            if links.parked or links.blocked:
+            if links.blocked:
                 links.retry()
             now = clock()
             if now >= next_tick:
                 self.liveness.tick(links.links, now)
+                links.unpark()
                 if router is not None:
                     with router.lock:
                         self.inflow.tick(router)

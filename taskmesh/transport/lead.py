@@ -12,7 +12,9 @@ while nothing is due that the asker does not read itself
 (``Link.needs_reader``), so it is not woken by the answer either.
 
 A slower answer is left to the I/O thread: before letting go, the asker
-makes sure the I/O thread watches the socket (``Outbox.attention``).
+makes sure the I/O thread watches the socket (``Outbox.attention``). So
+does an asker that finds, as it lets go, that the I/O thread wanted the
+socket meanwhile (``Outbox.let_go``).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def lead(
                 outbox.attention.append(link)
                 outbox.wake()
     finally:
-        lock.release()
+        outbox.let_go(link)
         if answered:
             hand_over(answered)
     if link.queue:  # queued after our last flush: the I/O thread could not take the lock

@@ -49,6 +49,7 @@ class Link:
         "last_seen",
         "lock",
         "monitor",
+        "parked",
         "polled",
         "queue",
         "reason",
@@ -103,6 +104,10 @@ class Link:
         # I/O thread only (``polled``: set under ``lock``, cleared without it):
         self.fd = -1  # the socket's ZMQ_FD, which the I/O thread polls
         self.polled = False  # ``fd`` is in the I/O thread's poll set
+        # Set by the I/O thread when it found the socket held (its fd then
+        # leaves the poll set); whoever lets go of the socket clears it and
+        # hands the link back (Outbox.let_go).
+        self.parked = False
         self.monitor: zmq.Socket[bytes] | None = None
         self.last_seen = 0.0
         self.suspect = False

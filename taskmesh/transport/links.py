@@ -55,7 +55,6 @@ class Links:
         self.links: list[Link] = []
         self.by_fd: dict[int, Link] = {}
         self.by_monitor: dict[zmq.Socket[bytes], Link] = {}
-        self.parked: set[Link] = set()  # fd readable while a sync asker held the socket
         self.blocked: set[Link] = set()  # a send was refused: retried every millisecond
 
     def open(self, link: Link, context: Context) -> None:
@@ -104,32 +103,33 @@ class Links:
         finally:
             link.lock.release()
 
-    def readable(self, link: Link) -> None:
-        """The link's fd is readable: read it, unless a sync asker holds the
-        socket; then park the fd (out of the poll) and look again in a
-        millisecond."""
-        if not link.lock.acquire(False):
-            if link.polled:
-                self.poller.unregister(link.fd)
-                link.polled = False
-            self.parked.add(link)
-            return
-        try:
-            if link.socket is not None:
-                if self.inbound.service(link, self.answered):
-                    self.outbox.attention.append(link)  # more to read: next turn
-                self.watch(link)
-        finally:
-            link.lock.release()
+    def _take(self, link: Link) -> bool:
+        """Take the link's socket without waiting. If another thread holds
+        it (a sync asker), park the link: its fd leaves the poll set (it
+        would wake us for every answer that thread reads itself), and the
+        holder hands the link back as it lets go (``Outbox.let_go``).
+        Trying again after marking closes the race with a holder that let
+        go just before."""
+        lock = link.lock
+        if lock.acquire(False):
+            return True
+        if link.polled:
+            self.poller.unregister(link.fd)
+            link.polled = False
+        link.parked = True
+        if not lock.acquire(False):
+            return False
+        link.parked = False
+        return True
 
-    def attend(self, link: Link, *, wait: bool = True) -> None:
-        """Look at a link a sync asker left with answers due (``wait`` for
-        it to let go), or a parked one (not while it is held): watch its fd
-        if need be and read what it holds."""
-        if not link.lock.acquire(wait):
+    def attend(self, link: Link) -> None:
+        """Look at a link whose fd is readable, or that a sync asker left
+        with answers due or handed back after it was parked: read what it
+        holds and watch its fd if need be. Held by another thread
+        meanwhile, it is parked (see :meth:`_take`)."""
+        if not self._take(link):
             return
         try:
-            self.parked.discard(link)
             if link.socket is not None:
                 if self.inbound.service(link, self.answered):
                     self.outbox.attention.append(link)  # more to read: next turn
@@ -175,7 +175,6 @@ class Links:
             self.poller.unregister(link.fd)
             link.polled = False
         self.by_fd.pop(link.fd, None)
-        self.parked.discard(link)
         self.blocked.discard(link)
         if link in self.links:
             self.links.remove(link)
@@ -191,12 +190,18 @@ class Links:
         log.info("closed the link to %s: %s", link.address, link.reason)
 
     def retry(self) -> None:
-        """Look again at parked links and retry refused sends (every turn
-        while any is left; the loop polls with a 1 ms timeout meanwhile)."""
-        for link in list(self.parked):
-            self.attend(link, wait=False)
+        """Retry refused sends (every turn while any is left; the loop
+        polls with a 1 ms timeout meanwhile)."""
         for link in list(self.blocked):
             self.send(link)
+
+    def unpark(self) -> None:
+        """Look at links still parked (each heartbeat tick): a safety net,
+        since whoever held the socket hands its link back as it lets go."""
+        for link in self.links:
+            if link.parked:
+                link.parked = False
+                self.attend(link)
 
     def shut(self) -> set[Link]:
         """At a stop: send what can be sent, fail the rest; returns the links

@@ -165,6 +165,17 @@ class Outbox:
         if not self.wake_pending:
             self.wake()
 
+    def let_go(self, link: Link) -> None:
+        """Release ``link.lock`` (held by a thread other than the I/O
+        thread). If the I/O thread found the socket held meanwhile, it
+        parked the link (stopped polling its fd): hand it back, so what
+        came for others is read now, with no polling meanwhile."""
+        link.lock.release()
+        if link.parked:
+            link.parked = False
+            self.attention.append(link)
+            self.wake()
+
     def enqueue(self, link: Link, data: bytes, *, wake: bool = True) -> bool:
         """Queue one encoded envelope for ``link``; False if it cannot be
         (the link went down, the transport stops, or no room came within

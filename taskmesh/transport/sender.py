@@ -138,9 +138,12 @@ class Sender:
             error = f"no room in the mailbox of {where} within {outbox.send_timeout:g} s"
         else:
             error = f"the mailbox of {where} is full" + (f" ({never} never waits)" if never else "")
-        with link.lock:  # give the ticket back: this tell never goes out
+        link.lock.acquire()  # give the ticket back: this tell never goes out
+        try:
             if link.epoch == epoch:
                 link.granted[key] = link.granted.get(key, link.window) + 1
+        finally:
+            outbox.let_go(link)
         outbox.dead_letter(where, message, "mailbox_full", error)
         if block:
             raise MailboxFull(error)
