@@ -52,6 +52,12 @@ def _answers(url: str, context: ssl.SSLContext | None, timeout: float) -> bool:
             return True
     except urllib.error.HTTPError:
         return True  # an HTTP error status is an answer
+    except TimeoutError:
+        # Connected, but no answer yet (a read timeout; urllib wraps a
+        # connect timeout in URLError): etcd is there and starved for CPU,
+        # as on a swamped machine. The node's start waits for it (its
+        # start timeout); failing here would end a node that would start.
+        return True
     except urllib.error.URLError as error:
         # A TLS handshake refused (no client certificate, another CA) is an
         # answer too: the etcd client reports it in its own words.

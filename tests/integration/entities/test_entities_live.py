@@ -23,8 +23,12 @@ IDS = [f"dock-{i}" for i in range(6)]
 
 
 def ask(client: taskmesh.Client, entity_id: str, message: dict[str, Any]) -> dict[str, Any]:
+    """Ask with retries; an ``add`` carries an idempotency key (a retry must
+    not add twice), a ``get`` none: a repeated key is answered from memory,
+    and a poll for fresh state must not read the first answer again."""
+    key = f"{entity_id}:{message}" if message["op"] == "add" else None
     answer: dict[str, Any] = client.entity("device", entity_id).ask(
-        message, timeout=20.0, retries=40, idempotency_key=f"{entity_id}:{message}"
+        message, timeout=20.0, retries=40, idempotency_key=key
     )
     return answer
 
