@@ -151,10 +151,8 @@ class ShardHost(ShardOwnership):
         the rest of that mailbox (:meth:`on_ended`), and one put after it
         ended is taken back at once (:meth:`_rescue`).
         """
-        cell = self.cells.get(entity_id)
-        if cell is None or cell.passivating:
-            return False
-        if self.slots[cell.shard].state != SERVING or _monotonic() >= self.serve_until:
+        cell = self._served(entity_id)
+        if cell is None:
             return False
         mailbox = cell.mailbox
         if mailbox.qsize() >= mailbox.capacity:
@@ -168,13 +166,18 @@ class ShardHost(ShardOwnership):
     def full(self, entity_id: str) -> bool:
         """Whether ``entity_id`` is active and served here and its mailbox
         is full: what :meth:`deliver_active` says with None (I/O thread)."""
+        cell = self._served(entity_id)
+        return cell is not None and cell.mailbox.qsize() >= cell.mailbox.capacity
+
+    def _served(self, entity_id: str) -> EntityCell | None:
+        """The activation of ``entity_id`` if it takes messages here now:
+        not passivating, its shard served, the lease not past its deadline."""
         cell = self.cells.get(entity_id)
         if cell is None or cell.passivating:
-            return False
+            return None
         if self.slots[cell.shard].state != SERVING or _monotonic() >= self.serve_until:
-            return False
-        mailbox = cell.mailbox
-        return mailbox.qsize() >= mailbox.capacity
+            return None
+        return cell
 
     def _rescue(self, cell: EntityCell) -> None:
         """Take back what was put into an activation that ended meanwhile."""

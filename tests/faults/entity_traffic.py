@@ -103,6 +103,20 @@ def overlaps(records: Path) -> list[str]:
     return found
 
 
+def finish(client: taskmesh.Client, traffic: Traffic) -> None:
+    """Let 40 more asks be answered, stop, and check the saved state."""
+    traffic.more(40)
+    traffic.stop()
+    assert not traffic.errors, traffic.errors
+    check_state(client, traffic)
+
+
+def check_records(records: Path) -> None:
+    """The nodes wrote records, and no id had two overlapping activations."""
+    assert records.exists() and records.stat().st_size > 0
+    assert overlaps(records) == []
+
+
 def check_state(client: taskmesh.Client, traffic: Traffic) -> None:
     """Every acknowledged sequence number is in its entity's saved state, once."""
     for entity_id in IDS:

@@ -31,7 +31,7 @@ import pytest
 
 import taskmesh
 from taskmesh.cluster import EmbeddedEtcd
-from tests.faults.entity_traffic import Traffic, check_state, overlaps
+from tests.faults.entity_traffic import Traffic, check_records, finish, overlaps
 from tests.integration.entities.conftest import Fleet
 from tests.postgres import postgres_server
 from tests.waiting import wait_until
@@ -82,10 +82,7 @@ def test_no_entity_is_active_twice_and_no_saved_state_is_lost_while_nodes_die_an
             victim.proc.kill()
             victim.proc.wait(10)
             live[slot] = fleet.start(f"{slot}-{step + 1}")
-        traffic.more(40)
-        traffic.stop()
-        assert not traffic.errors, traffic.errors
-        check_state(client, traffic)
+        finish(client, traffic)
     finally:
         if traffic is not None:
             traffic.stop()
@@ -93,8 +90,7 @@ def test_no_entity_is_active_twice_and_no_saved_state_is_lost_while_nodes_die_an
             client.close()
         fleet.close()
         etcd.close()
-    assert records.exists() and os.path.getsize(records) > 0
-    assert overlaps(records) == []
+    check_records(records)
 
 
 def test_the_checker_finds_two_activations_that_overlap(tmp_path: Path) -> None:

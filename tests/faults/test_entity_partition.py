@@ -15,7 +15,6 @@ that every acknowledged sequence number is in the saved state, once.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 import taskmesh
 from taskmesh.cluster import EmbeddedEtcd
 from tests.faults.conftest import Nodes
-from tests.faults.entity_traffic import Traffic, check_state, overlaps
+from tests.faults.entity_traffic import Traffic, check_records, finish
 from tests.faults.netns import Lab, lab
 from tests.integration.entities.conftest import APP
 from tests.integration.node.support import cli
@@ -100,10 +99,7 @@ def test_an_isolated_nodes_entities_move_and_none_is_active_twice(
             90,
             message=f"{isolated} owning shards again",
         )
-        traffic.more(40)
-        traffic.stop()
-        assert not traffic.errors, traffic.errors
-        check_state(client, traffic)
+        finish(client, traffic)
     finally:
         if traffic is not None:
             traffic.stop()
@@ -111,8 +107,7 @@ def test_an_isolated_nodes_entities_move_and_none_is_active_twice(
             client.close()
         group.close()
         etcd.close()
-    assert records.exists() and os.path.getsize(records) > 0
-    assert overlaps(records) == []
+    check_records(records)
     assert moved(records, isolated), f"no entity of {isolated} was activated elsewhere"
 
 
