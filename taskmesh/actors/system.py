@@ -30,7 +30,7 @@ from taskmesh.actors.ref import ActorRef
 from taskmesh.actors.supervisor import Backoff, Child, Guardian, Supervisor
 from taskmesh.actors.threadcell import ThreadCell
 from taskmesh.actors.timers import Scheduler
-from taskmesh.actors.traced import Traced
+from taskmesh.actors.traced import Traced, untraced
 from taskmesh.errors import ActorNotFound, ConfigError, NameTaken
 
 if TYPE_CHECKING:
@@ -290,17 +290,7 @@ class ActorSystem:
         """
         cell = self._cells.get(name)
         if cell is None or not cell.alive:
-            fallback = self.fallback_deliver
-            if fallback is not None:
-                taken = fallback(name, message, reply, deadline, idempotency_key)
-                if taken is None:
-                    return False  # full: the transport keeps it, as below
-                if taken:
-                    return None
-            if reply is not None:
-                raise ActorNotFound(f"no actor named {name!r}")
-            self.dead_letters.record(name, message, "actor_not_found")
-            return None
+            return self._not_here(name, message, reply, deadline, idempotency_key)
         mailbox = cell.mailbox
         if mailbox.qsize() >= mailbox.capacity:
             return False  # the transport keeps it and pushes back on its sender
@@ -334,17 +324,7 @@ class ActorSystem:
         it here and now, inside its span too, as it would an untraced one."""
         cell = self._cells.get(name)
         if cell is None or not cell.alive:
-            fallback = self.fallback_deliver
-            if fallback is not None:
-                taken = fallback(name, traced, reply, deadline, idempotency_key)
-                if taken is None:
-                    return False  # full: the transport keeps it
-                if taken:
-                    return None
-            if reply is not None:
-                raise ActorNotFound(f"no actor named {name!r}")
-            self.dead_letters.record(name, traced.message, "actor_not_found")
-            return None
+            return self._not_here(name, traced, reply, deadline, idempotency_key)
         mailbox = cell.mailbox
         if mailbox.qsize() >= mailbox.capacity:
             return False
@@ -360,6 +340,29 @@ class ActorSystem:
         mailbox.put((TRACED, traced, reply, deadline))
         if not cell.alive:
             cell.drain_dead()  # type: ignore[unreachable]
+        return None
+
+    def _not_here(
+        self,
+        name: str,
+        message: Any,
+        reply: ReplyTo | None,
+        deadline: float | None,
+        idempotency_key: str | None,
+    ) -> bool | None:
+        """:meth:`deliver` (and :meth:`deliver_traced`, with a
+        :class:`Traced` message) for a name no live actor here holds: the
+        fallback's (the node's entities) if it takes it, else not found."""
+        fallback = self.fallback_deliver
+        if fallback is not None:
+            taken = fallback(name, message, reply, deadline, idempotency_key)
+            if taken is None:
+                return False  # full: the transport keeps it, as for a mailbox
+            if taken:
+                return None
+        if reply is not None:
+            raise ActorNotFound(f"no actor named {name!r}")
+        self.dead_letters.record(name, untraced(message), "actor_not_found")
         return None
 
     def on_space(self, name: str, callback: Callable[[], None]) -> bool:
