@@ -3,10 +3,9 @@
 :class:`Inbound` reads the ROUTER (on the I/O thread, holding
 ``Router.lock``) and hands each message to ``deliver``, and reads a link's
 DEALER (whoever holds ``Link.lock``: the I/O thread or a sync asker),
-collecting the answers it finds and handing them to their askers
-(:func:`hand_over`) once it lets go of the socket, or (a sync asker
-waiting for its own answer) between its waits: an asker woken while the
-socket is held sends its next ask through the I/O thread.
+collecting the answers it finds. Answers are handed to their askers only
+after the socket's lock is released (:func:`hand_over`): waking an asker
+while holding a socket would make it wait for that socket.
 """
 
 from __future__ import annotations

@@ -6,10 +6,7 @@ does not pay (asker -> I/O thread -> actor -> I/O thread -> asker), each a
 wake-up of a sleeping thread (20-25 us on the machines measured). When the
 link's socket is free (``Link.lock``), the asker sends the link's queue
 (other threads' messages first, so FIFO holds per sender), then its ask,
-and waits on the socket itself for up to ``hold`` seconds, in slices of a
-millisecond: between them it sends what other threads queued for the peer
-meanwhile and hands them the answers it read for them, so they wait no
-longer for the socket than that. Its answer then
+and waits on the socket itself for up to ``hold`` seconds. Its answer then
 costs no hand-off on this side. The I/O thread does not poll the socket
 while nothing is due that the asker does not read itself
 (``Link.needs_reader``), so it is not woken by the answer either.
@@ -30,9 +27,6 @@ from taskmesh.transport.outbound import flush
 from taskmesh.transport.outbox import Outbox
 
 __all__ = ["lead"]
-
-_SLICE_MS = 1
-"""A waiting asker looks up from the socket at least this often (ms)."""
 
 
 def lead(
@@ -77,14 +71,8 @@ def lead(
                     break
                 if until is not None and until():
                     break
-                if read(link, answered, cid, max(1, min(int(left * 1000), _SLICE_MS))):
+                if read(link, answered, cid, max(1, int(left * 1000))):
                     break
-                # Between slices: what other threads queued for this peer
-                # goes out, and the answers read for them are theirs now.
-                if link.queue and link.carry is None:
-                    flush(link, prefix, batch_bytes)
-                if answered:
-                    hand_over(answered)
         if link.queue and link.carry is None and link.state == UP:
             flush(link, prefix, batch_bytes)  # sent meanwhile by other threads
         if link.needs_reader():

@@ -23,11 +23,7 @@ from taskmesh.transport.traced import Arrivals
 
 __all__ = ["TraceHooks", "Transport"]
 
-_LEAD_HOLD = 0.005
-"""Seconds a sync asker may keep a link's socket waiting for its answer. An
-answer later than that costs two thread hand-offs more (the I/O thread reads
-it); 1 ms was too short on a loaded 2-core machine (measured: the client's I/O
-thread stepped in for 16 % of asks at 1,100 round trips/s; 2-4 % with 5 ms)."""
+_LEAD_HOLD = 0.001  # s a sync asker may keep a link's socket waiting for its answer
 
 
 class TraceHooks(Arrivals, Protocol):

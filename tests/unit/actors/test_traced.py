@@ -130,7 +130,11 @@ def test_a_retried_message_is_traced_at_every_attempt_and_dead_letters_carry_the
         ask(system, "spy", traces.message("boom", ask=True)[0])
     spans = traces.spans(2)
     assert [s.name for s in spans] == ["process spy"] * 2
-    letters = [d for d in system.dead_letters.recent() if d.reason == "poison"]
+    # Recorded just after the asker hears the failure (the actor's thread).
+    letters = wait_until(
+        lambda: [d for d in system.dead_letters.recent() if d.reason == "poison"],
+        message="the poison dead letter",
+    )
     assert [d.message for d in letters] == ["boom"]
 
 
