@@ -21,7 +21,7 @@ from typing import Any
 
 from taskmesh.actors.future import ReplyTo
 
-__all__ = ["IdempotencyCache"]
+__all__ = ["IdempotencyCache", "admitted_key"]
 
 _RUNNING = object()
 
@@ -37,19 +37,30 @@ class _Entry:
 
 
 class _Recorder:
-    """The reply handle the actor answers through: records, then fans out."""
+    """The reply handle the actor answers through: records, then fans out.
+    It keeps its key, so a message handed on unhandled (to another node)
+    goes on with it: see :func:`admitted_key`."""
 
-    __slots__ = ("_cache", "_entry")
+    __slots__ = ("_cache", "_entry", "key")
 
-    def __init__(self, cache: IdempotencyCache, entry: _Entry) -> None:
+    def __init__(self, cache: IdempotencyCache, entry: _Entry, key: str) -> None:
         self._cache = cache
         self._entry = entry
+        self.key = key
 
     def set(self, value: Any) -> None:
         self._cache._finish(self._entry, value, None)
 
     def fail(self, exc: BaseException) -> None:
         self._cache._finish(self._entry, None, exc)
+
+
+def admitted_key(reply: ReplyTo | None) -> str | None:
+    """The idempotency key ``reply`` was admitted with, or None if it is no
+    admitted first delivery. A message handed on unhandled (an activation
+    stopped early, its shard moving) goes on with it, so a retry with the
+    same key at the next node is not run a second time."""
+    return reply.key if type(reply) is _Recorder else None
 
 
 class IdempotencyCache:
@@ -92,7 +103,9 @@ class IdempotencyCache:
                 self._entries[(actor, key)] = entry
                 if len(self._entries) > self.capacity:
                     self._entries.popitem(last=False)
-                return _Recorder(self, entry)
+                return _Recorder(self, entry, key)
+            if type(reply) is _Recorder and reply._entry is entry:
+                return reply  # the first delivery, queued again (a new activation here)
             self._entries.move_to_end((actor, key))
             self.hits += 1
             if entry.value is _RUNNING and entry.error is None:

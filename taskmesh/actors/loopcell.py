@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,29 @@ class LoopCell(Cell):
 
     def _wake(self) -> None:
         self._loop.schedule(self)
+
+    def interrupt(self) -> None:
+        """Cancel the receives this cell runs now (any thread), for a
+        directive posted before that must not wait for them (a stop: an
+        entity's handoff past its timeout), which is then handled at once.
+        An interrupted ask's asker gets :class:`ActorError`; what was queued
+        behind stays queued. A receive that blocks the loop itself (a plain
+        ``def``) cannot be interrupted."""
+        loop = self._loop.loop
+        if loop is not None:
+            with suppress(RuntimeError):  # the loop is closed: nothing runs
+                loop.call_soon_threadsafe(self._interrupt)
+
+    def _interrupt(self) -> None:
+        """:meth:`interrupt` on the loop: cancel the drain task (and the
+        concurrent receives), then run again to take the directive."""
+        task = self._task
+        if task is None or task.done() or self._state is not RUNNING or not self.mailbox.system:
+            return  # idle, finishing (a stop's own task), or no directive waits
+        for running in list(self._inflight or ()):
+            running.cancel()
+        task.cancel()
+        task.add_done_callback(lambda _: self._run())
 
     def _held(self) -> list[Envelope]:
         held = super()._held()
@@ -306,9 +330,16 @@ class LoopCell(Cell):
                         result = await self._receive(message)
                     except Exception as exc:
                         self._message_failed(message, reply, deadline, attempt, exc)
+                    except asyncio.CancelledError:
+                        _interrupted(self.name, reply)
+                        raise
                     else:
                         if reply is not None:
                             reply.set(result)
+        except asyncio.CancelledError:
+            if held is not _NOTHING and held is not _EMPTY:
+                self._stash = held  # taken, not handled: _held keeps it
+            raise
         finally:
             self._task = None
 
@@ -327,6 +358,9 @@ class LoopCell(Cell):
                 result = await traced.scope.run_async(self, self._receive, traced.message)
             except Exception as exc:
                 self._message_failed(traced, reply, deadline, attempt, exc)
+            except asyncio.CancelledError:
+                _interrupted(self.name, reply)
+                raise
             else:
                 if reply is not None:
                     reply.set(result)
@@ -438,6 +472,11 @@ class LoopCell(Cell):
             await asyncio.wait_for(_wait(ack), timeout)
         except TimeoutError:
             log.warning("actor %r did not stop within %.1f s", self.name, timeout)
+
+
+def _interrupted(name: str, reply: ReplyTo | None) -> None:
+    if reply is not None:
+        reply.fail(ActorError(f"actor {name!r} was stopped while handling this message"))
 
 
 async def _wait(reply: Reply) -> None:

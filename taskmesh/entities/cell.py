@@ -29,6 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from taskmesh.actors.directives import Action, Directive, Failed
+from taskmesh.actors.idempotency import admitted_key
 from taskmesh.actors.loopcell import LoopCell
 from taskmesh.actors.mailbox import TRACED, USER
 from taskmesh.actors.supervisor import Backoff
@@ -223,8 +224,9 @@ class EntityCell(LoopCell):
         now = _monotonic()
         items: list[Item] = []
         for kind, message, reply, deadline in [*self._held(), *self.mailbox.drain()]:
-            if kind in (USER, TRACED):  # handed on without its trace context
-                items.append((self.entity_id, untraced(message), reply, deadline, None, now))
+            if kind in (USER, TRACED):  # handed on without its trace context, with its key
+                key = admitted_key(reply)
+                items.append((self.entity_id, untraced(message), reply, deadline, key, now))
             elif reply is not None:  # a STOP's ack
                 reply.set(True)
         return items

@@ -219,6 +219,7 @@ class ShardOwnership:
         )  # fmt: skip
         for cell in cells:
             cell.post(Directive(Action.STOP, terminated_reason="handed over"))
+            cell.interrupt()  # a receive stuck in an await would keep the shard here
 
     def _released(self, shard: int) -> None:
         """Every entity of a RELEASING shard has passivated: give the shard

@@ -110,3 +110,30 @@ class Slow(taskmesh.Entity):
 def slow(node: Node) -> None:
     """Host ``Slow`` only (with a small mailbox from the node's config)."""
     node.host(Slow)
+
+
+class Ledger(taskmesh.Entity):
+    """Persistent: ``"add"`` counts one run and saves; ``"block"`` waits
+    until its activation is stopped; every answer says where it ran and how
+    many runs the state holds."""
+
+    entity_type = "ledger"
+    idle_timeout = None
+    persistent = True
+    shards = 8
+
+    def initial_state(self) -> Any:
+        return {"runs": 0}
+
+    async def receive(self, message: Any) -> Any:
+        if message == "block":
+            await asyncio.Event().wait()  # until the activation is stopped
+        elif message == "add":
+            self.state["runs"] += 1
+            await self.save()
+        return {"node": NODE, "runs": self.state["runs"]}
+
+
+def ledger(node: Node) -> None:
+    """Host ``Ledger`` only (state in etcd)."""
+    node.host(Ledger)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -16,6 +16,7 @@ import taskmesh
 from taskmesh.actors import ActorSystem
 from taskmesh.actors.directives import Action, Directive
 from taskmesh.actors.future import Reply, forbid_waiting
+from taskmesh.actors.loopcell import LoopCell
 from taskmesh.actors.mailbox import Boxed
 from taskmesh.errors import ActorError
 from tests.unit.actors.support import Both, Gate, Kind, Worker
@@ -418,3 +419,38 @@ def test_a_message_taken_as_a_stop_lands_fails_its_ask_instead_of_vanishing(
     go.set()
     with pytest.raises(taskmesh.ActorNotFound, match="stopped before handling"):
         pending.get(20)
+
+
+class Stuck(taskmesh.Actor):
+    """``"hang"`` awaits for ever; anything else is echoed; counts stops."""
+
+    def __init__(self, journal: list[str]) -> None:
+        self.journal = journal
+
+    async def receive(self, message: Any) -> Any:
+        if message == "hang":
+            self.journal.append("hanging")
+            await asyncio.Event().wait()
+        return message
+
+    def on_stop(self) -> None:
+        self.journal.append("stopped")
+
+
+def test_an_interrupt_cuts_a_stuck_receive_short_so_a_stop_can_proceed(
+    system: ActorSystem,
+) -> None:
+    journal: list[str] = []
+    ref = system.spawn(Stuck, journal, name="stuck")
+    stuck = ref.ask_async("hang", timeout=60)
+    queued = ref.ask_async("behind", timeout=60)
+    wait_until(lambda: journal == ["hanging"], message="the receive hangs")
+    cell = cast(LoopCell, system._cells["stuck"])
+    cell.post(Directive(Action.STOP))
+    cell.interrupt()
+    with pytest.raises(ActorError, match="stopped while handling"):
+        stuck.get(20)
+    with pytest.raises(taskmesh.ActorNotFound):
+        queued.get(20)  # not lost: refused, as anything queued for a stopped actor
+    wait_until(lambda: cell.ended, message="the actor ended")
+    assert journal == ["hanging", "stopped"]

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from taskmesh.actors import ActorSystem, Reply
-from taskmesh.actors.idempotency import IdempotencyCache
+from taskmesh.actors.idempotency import IdempotencyCache, admitted_key
 from tests.unit.actors.support import Both, Gate, Kind
 from tests.waiting import wait_until
 
@@ -78,3 +78,21 @@ def test_keys_expire_after_the_ttl_and_the_memory_is_bounded() -> None:
     cache.admit("a", "k2", Reply())
     cache.admit("a", "k3", Reply())
     assert len(cache) == 2
+
+
+def test_a_first_delivery_handed_on_keeps_its_key_and_runs_once_wherever_it_goes() -> None:
+    cache = IdempotencyCache()
+    asker = Reply()
+    first = cache.admit("~t/1/e", "k", asker)
+    assert first is not None and admitted_key(first) == "k"
+    assert admitted_key(asker) is None and admitted_key(None) is None
+    # Queued again here (a new activation of the same name): it still runs.
+    assert cache.admit("~t/1/e", "k", first) is first
+    # Handed to an activation under another name (the shard's next owner):
+    # that one runs it, and a retry with the key there waits for its answer.
+    there = cache.admit("~t/2/e", "k", first)
+    assert there is not None and there is not first
+    retry = Reply()
+    assert cache.admit("~t/2/e", "k", retry) is None
+    there.set("ran once")
+    assert (asker.get(1), retry.get(1)) == ("ran once", "ran once")
