@@ -134,6 +134,9 @@ class Reply:
         Raises :class:`AskTimeout` if no answer came within ``timeout``
         seconds (``None`` waits for ever).
         """
+        value = self._value
+        if value is not _UNSET:  # answered already: a remote sync ask's usual case
+            return value
         if _no_waiting and get_ident() in _no_waiting and not self.done():
             where = _no_waiting[get_ident()]
             raise ActorError(
